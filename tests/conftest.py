@@ -1,0 +1,118 @@
+"""Test harness shared by every test module.
+
+Every test runs once per core (``compiled`` and ``pure``).  A missing
+compiled core is an error, not a silent skip; set ``ASYNCORE_TEST_CORES=pure``
+to test an install that has no extension on purpose (the pure wheel).
+
+Run under python3.11 the suite becomes its own oracle: ``asyncore`` and
+``asynchat`` are then CPython's originals, the only core is ``stdlib``, and
+tests marked ``cyasyncore_only`` are skipped.  ``make test-oracle`` does this
+to prove that the tests encode 3.11's behaviour and nothing of ours.
+"""
+
+import gc
+import os
+import sys
+import threading
+import warnings
+
+import pytest
+
+ORACLE = sys.version_info < (3, 12)
+
+if ORACLE:
+    # 3.11 warns on import; swallow it once so filterwarnings=error holds.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import asynchat  # noqa: F401
+        import asyncore  # noqa: F401
+    CORES = ["stdlib"]
+else:
+    import asynchat  # noqa: F401
+    import asyncore
+    from asyncore import _core
+
+    _wanted = os.environ.get("ASYNCORE_TEST_CORES", "")
+    CORES = [c for c in _wanted.split(",") if c] or list(_core.CORE_NAMES)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "cyasyncore_only: tests of cyasyncore's own additions; skipped on the 3.11 oracle",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if not ORACLE:
+        return
+    skip = pytest.mark.skip(reason="cyasyncore addition; not part of 3.11")
+    for item in items:
+        if "cyasyncore_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=CORES, autouse=True)
+def core(request):
+    """Run the test against one core; yields its name."""
+    if ORACLE:
+        yield "stdlib"
+        return
+    previous = _core.active()
+    _core.use(request.param)
+    try:
+        yield request.param
+    finally:
+        _core.use(previous)
+
+
+def _open_fds():
+    try:
+        return set(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux: descriptor accounting is skipped
+        return None
+
+
+@pytest.fixture(autouse=True)
+def leak_guard(core):
+    """Fail a test that leaves channels in the global map, threads, or descriptors."""
+    import asyncore
+
+    threads_before = set(threading.enumerate())
+    fds_before = _open_fds()
+    saved_map = asyncore.socket_map
+    yield
+    # A test that rebinds asyncore.socket_map must put it back.
+    rebound = asyncore.socket_map is not saved_map
+    asyncore.socket_map = saved_map
+    leftover = dict(asyncore.socket_map)
+    if leftover:
+        asyncore.close_all(ignore_all=True)
+    deadline_threads = [t for t in threading.enumerate() if t not in threads_before]
+    for t in deadline_threads:
+        t.join(5.0)
+    leaked_threads = [t for t in deadline_threads if t.is_alive()]
+    gc.collect()
+    fds_after = _open_fds()
+    leaked_fds = (
+        sorted(fds_after - fds_before, key=int)
+        if fds_before is not None and fds_after is not None
+        else []
+    )
+    problems = []
+    if rebound:
+        problems.append("asyncore.socket_map was rebound and not restored")
+    if leftover:
+        problems.append(f"channels left in asyncore.socket_map: {leftover!r}")
+    if leaked_threads:
+        problems.append(f"threads still running: {leaked_threads!r}")
+    if leaked_fds:
+        details = []
+        for fd in leaked_fds:
+            try:
+                details.append(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+            except OSError:
+                details.append(fd)
+        problems.append(f"descriptors leaked: {details}")
+    if problems:
+        pytest.fail("; ".join(problems))
