@@ -43,3 +43,9 @@ test-oracle:
 clean:
 	rm -rf build dist wheelhouse .venv src/*.egg-info src/_asyncore_core.c src/*.so src/*.html
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# ---- bench targets (owned by bench/) ----
+
+# ---- stress and sanitizer targets (owned by the fault suite) ----
+
+# ---- packaging and lint targets (owned by packaging) ----
