@@ -49,3 +49,77 @@ clean:
 # ---- stress and sanitizer targets (owned by the fault suite) ----
 
 # ---- packaging and lint targets (owned by packaging) ----
+
+# The newest Python 3.12+ builds the release artefacts and runs the linters.
+PKG_PYTHON ?= $(firstword $(PYTHONS))
+LINT_PYTHON ?= $(PKG_PYTHON)
+# Pinned so that `make wheel-ids` answers as the CI's cibuildwheel action does.
+CIBUILDWHEEL_VERSION := 4.3.5
+LINT_VENV := .venv/lint
+PKG_VENV := .venv/pkg
+
+.PHONY: typecheck wheel-test wheel-ids coexistence
+
+# One venv for the linters and the type checker; the project is installed in
+# it (compiled) so that mypy and stubtest see the package as users get it.
+$(LINT_VENV)/.ready:
+	@[ -n "$(LINT_PYTHON)" ] || { tools/find_pythons.sh; exit 1; }
+	rm -rf $(LINT_VENV)
+	$(LINT_PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LINT_VENV)/bin/python -m pip install -q ruff cython-lint check-jsonschema \
+	  validate-pyproject "cibuildwheel==$(CIBUILDWHEEL_VERSION)" mypy
+	touch $@
+
+lint: $(LINT_VENV)/.ready
+	$(LINT_VENV)/bin/ruff check src tests bench examples tools
+	$(LINT_VENV)/bin/cython-lint $(wildcard src/*.pyx src/*.pxd src/includes/*.pxd)
+	$(LINT_VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(LINT_VENV)/bin/check-jsonschema --builtin-schema custom.github-workflows-require-timeout \
+	  .github/workflows/*.yml
+	# Checks [project], [tool.setuptools] and (through cibuildwheel's plugin) [tool.cibuildwheel].
+	$(LINT_VENV)/bin/validate-pyproject pyproject.toml
+	$(MAKE) --no-print-directory typecheck
+
+# The stubs must be valid on their own, agree with the runtime (stubtest), and
+# carry the examples through mypy --strict.
+typecheck: $(LINT_VENV)/.ready
+	$(LINT_VENV)/bin/python -m pip install -q --force-reinstall --no-deps .
+	$(LINT_VENV)/bin/python -P -m mypy.stubtest asyncore asynchat _asyncore_core \
+	  --allowlist tools/stubtest-allowlist.txt
+	$(LINT_VENV)/bin/mypy --strict src/asyncore/__init__.pyi src/asynchat/__init__.pyi src/_asyncore_core.pyi
+	$(LINT_VENV)/bin/mypy --strict examples/
+
+# Build the release artefacts here and test them as installed, away from src/:
+# the sdist, the binary wheel built from it and repaired to a manylinux tag,
+# and the pure wheel.
+wheel-test:
+	@[ -n "$(PKG_PYTHON)" ] || { tools/find_pythons.sh; exit 1; }
+	[ -x $(PKG_VENV)/bin/python ] || $(PKG_PYTHON) -m venv $(PKG_VENV)
+	$(PKG_VENV)/bin/python -m pip install -q --upgrade pip build auditwheel
+	rm -rf dist wheelhouse
+	@echo "== sdist, then the wheel built from that sdist"
+	$(PKG_VENV)/bin/python -m build --sdist --wheel --outdir dist .
+	$(PKG_VENV)/bin/auditwheel repair --wheel-dir wheelhouse dist/*-linux_*.whl
+	$(PKG_VENV)/bin/python tools/check_dist.py dist/*.tar.gz wheelhouse/*.whl
+	@echo "== the repaired wheel, installed in a fresh venv: both cores"
+	tools/test_installed.sh $(PKG_PYTHON) wheelhouse/*.whl
+	@echo "== the sdist, installed (so compiled) in a fresh venv"
+	tools/install_sdist_check.sh $(PKG_PYTHON) dist/*.tar.gz
+	@echo "== the pure wheel, installed in a fresh venv: pure core"
+	ASYNCORE_NO_EXTENSIONS=1 $(PKG_VENV)/bin/python -m build --wheel --outdir dist/pure .
+	$(PKG_VENV)/bin/python tools/check_dist.py dist/pure/*-py3-none-any.whl
+	tools/test_installed.sh $(PKG_PYTHON) dist/pure/*-py3-none-any.whl pure
+	@echo "== wheel-test passed:"; ls -1 dist/*.tar.gz wheelhouse/*.whl dist/pure/*.whl
+
+# The builds the CI's cibuildwheel would make, per platform.
+wheel-ids: $(LINT_VENV)/.ready
+	@for platform in linux macos windows; do \
+	  echo "== $$platform"; \
+	  $(LINT_VENV)/bin/cibuildwheel --print-build-identifiers --platform $$platform; \
+	done
+
+# What happens when pyasyncore/standard-asyncore share a venv with us (README).
+coexistence:
+	@[ -n "$(PKG_PYTHON)" ] || { tools/find_pythons.sh; exit 1; }
+	tools/coexistence.sh $(PKG_PYTHON)
