@@ -78,7 +78,9 @@ def check(path):
     if path.endswith(".tar.gz"):
         with tarfile.open(path) as tar:
             # Drop the leading "cyasyncore-X.Y.Z/" folder.
-            names = [m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name and m.isfile()]
+            names = [
+                m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name and m.isfile()
+            ]
         return _check(names, SDIST_REQUIRED, SDIST_FORBIDDEN)
     if path.endswith(".whl"):
         with zipfile.ZipFile(path) as whl:

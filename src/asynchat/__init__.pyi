@@ -1,10 +1,11 @@
 # Type stubs for asynchat as CPython 3.11 shipped it.
 
-import asyncore as asyncore
 from collections import deque as deque
 from typing import Any, Protocol, type_check_only
 
 from _typeshed import ReadableBuffer
+
+import asyncore as asyncore
 
 @type_check_only
 class _Producer(Protocol):
