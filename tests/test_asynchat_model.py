@@ -249,7 +249,7 @@ def split_streams(draw):
 
 
 @settings(
-    max_examples=800,
+    max_examples=500,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
