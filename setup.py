@@ -7,6 +7,7 @@ package then runs on its pure-Python core.
 import os
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 NO_EXTENSIONS = bool(os.environ.get("ASYNCORE_NO_EXTENSIONS"))
 # ASYNCORE_DEBUG=1 compiles with assertions and the core's debug counters.
@@ -41,4 +42,21 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+class build_py_with_core_stub(build_py):
+    """Ship the compiled core's stub beside the extension.
+
+    setuptools copies .pyi files only from inside packages, and the core is a
+    top-level module.  A pure build leaves the stub out: a stub for a module
+    that is not installed would make type checkers believe it importable.
+    """
+
+    def run(self):
+        super().run()
+        if not NO_EXTENSIONS:
+            self.copy_file(
+                os.path.join("src", "_asyncore_core.pyi"),
+                os.path.join(self.build_lib, "_asyncore_core.pyi"),
+            )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_py": build_py_with_core_stub})
