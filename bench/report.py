@@ -1,0 +1,262 @@
+"""Rendering the records: terminal table, bench/RESULTS.md and the plots."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from model import GROUP_TITLES, IMPL_BY_NAME, REFERENCE, Record, Scenario, baseline_for
+
+NOISE_LIMIT = 0.20  # flag a run when others took more than this share of a bench core
+
+
+def si(value: float | None) -> str:
+    """Three significant digits with a k/M suffix."""
+    if value is None:
+        return "–"
+    for factor, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "–"
+    r = value / base
+    return f"{r:.2f}" if r < 10 else f"{r:.0f}" if r >= 100 else f"{r:.1f}"
+
+
+class Table:
+    """The records of one run, indexed for lookups by (impl, scenario)."""
+
+    def __init__(self, records: Iterable[Record]):
+        self.records = list(records)
+        self.by_key = {(r.impl, r.scenario.name): r for r in self.records}
+
+    def get(self, impl: str, scenario: Scenario | str) -> Record | None:
+        name = scenario if isinstance(scenario, str) else scenario.name
+        rec = self.by_key.get((impl, name))
+        return rec if rec and rec.ok else None
+
+    def value(self, impl: str, scenario: Scenario, metric: str) -> float | None:
+        rec = self.get(impl, scenario)
+        return getattr(rec, metric) if rec else None
+
+    def baseline(self, scenario: Scenario, metric: str) -> float | None:
+        for name in baseline_for(scenario):
+            value = self.value(name, scenario, metric)
+            if value is not None:
+                return value
+        return None
+
+    def cell(self, rec: Record, metric: str, fmt=si) -> str:
+        """A figure followed by its ratios to the pure core and to C."""
+        value = getattr(rec, metric)
+        if value is None:
+            return "–"
+        pure = self.baseline(rec.scenario, metric)
+        ref = self.value(REFERENCE, rec.scenario, metric)
+        return f"{fmt(value)} ({ratio(value, pure)} / {ratio(value, ref)})"
+
+    def scenarios(self, group: str) -> list[Scenario]:
+        seen = {}
+        for rec in self.records:
+            if rec.scenario.group == group:
+                seen.setdefault(rec.scenario.name, rec.scenario)
+        return list(seen.values())
+
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(r.scenario.group for r in self.records))
+
+    def idle_kib_per_conn(self, rec: Record) -> float | None:
+        """Server memory per idle connection: RSS against the same server
+        with no idle connection, over the number of idle connections."""
+        if rec.scenario.group != "idle" or not rec.scenario.idle or rec.rss_kib is None:
+            return None
+        base = self.get(rec.impl, "idle-0")
+        if not base or base.rss_kib is None:
+            return None
+        return (rec.rss_kib - base.rss_kib) / rec.scenario.idle
+
+    def slowsend_exponent(self, impl: str) -> float | None:
+        """k in cpu ∝ size^k, fitted through the smallest and largest transfer:
+        1 means linear in bytes, 2 quadratic."""
+        points = []
+        for scenario in self.scenarios("slowsend"):
+            rec = self.get(impl, scenario)
+            cpu = rec and rec._median(s.server_cpu for s in rec.samples)
+            if cpu:
+                points.append((scenario.phase_arg, cpu))
+        if len(points) < 2:
+            return None
+        (n0, c0), (n1, c1) = min(points), max(points)
+        return math.log(c1 / c0) / math.log(n1 / n0)
+
+
+def group_rows(table: Table, group: str) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, rows and footnotes of one scenario group."""
+    notes = []
+    header = ["scenario", "implementation"]
+    first = table.scenarios(group)[0]
+    header.append(f"{first.rate_unit} (×pure / ×C)")
+    if first.has_latency:
+        header += ["p50 µs", "p99 µs"]
+    cpu_unit = "ms/MB" if first.per_mb else f"µs/{first.unit}"
+    header.append(f"server CPU {cpu_unit}")
+    if group == "idle":
+        header.append("KiB/idle conn")
+    header.append("loadgen CPU")
+    rows = []
+    for scenario in table.scenarios(group):
+        for rec in table.records:
+            if rec.scenario.name != scenario.name:
+                continue
+            row = [scenario.name, rec.impl]
+            if not rec.ok:
+                label = "not runnable" if rec.status == "n/a" else "failed"
+                notes.append(f"{scenario.name} / {rec.impl}: {label}: {rec.reason}")
+                rows.append(row + [f"{label} [{len(notes)}]"] + [""] * (len(header) - 3))
+                continue
+            row.append(table.cell(rec, "rate"))
+            if scenario.has_latency:
+                row += [table.cell(rec, "p50_us"), table.cell(rec, "p99_us")]
+            if scenario.per_mb:
+                row.append(table.cell(rec, "cpu_per_unit_us", lambda v: f"{v / 1000:.3g}"))
+            else:
+                row.append(table.cell(rec, "cpu_per_unit_us"))
+            if group == "idle":
+                kib = table.idle_kib_per_conn(rec)
+                row.append("–" if kib is None else f"{kib:.2f}")
+            load = rec.client_load
+            row.append("–" if load is None else f"{load:.0%}")
+            if rec.other_share > NOISE_LIMIT:
+                notes.append(f"{scenario.name} / {rec.impl}: noisy: other processes took "
+                             f"{rec.other_share:.0%} of a bench core during a run")
+                row[1] += f" ⚠[{len(notes)}]"
+            rows.append(row)
+    return header, rows, notes
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    def fmt(row):
+        return "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths)))
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def slowsend_summary(table: Table) -> list[list[str]]:
+    rows = []
+    for impl in dict.fromkeys(r.impl for r in table.records if r.scenario.group == "slowsend"):
+        k = table.slowsend_exponent(impl)
+        if k is None:
+            continue
+        verdict = "linear" if k < 1.25 else "quadratic" if k > 1.6 else "superlinear"
+        rows.append([impl, f"{k:.2f}", verdict])
+    return rows
+
+
+def terminal(table: Table) -> str:
+    out = []
+    for group in table.groups():
+        header, rows, notes = group_rows(table, group)
+        out += ["", f"== {GROUP_TITLES[group]}", text_table(header, rows)]
+        out += [f"  [{i}] {n}" for i, n in enumerate(notes, 1)]
+        if group == "slowsend":
+            out += ["", text_table(["implementation", "CPU ∝ size^k", "so"],
+                                   slowsend_summary(table))]
+    return "\n".join(out)
+
+
+# The headline: the figures the README shows.
+HEADLINE = (
+    ("echo-1x64", "rate", "1 conn 64 B rt/s"),
+    ("echo-100x64", "rate", "100 conn 64 B rt/s"),
+    ("echo-1x64", "cpu_per_unit_us", "CPU µs/rt (1 conn)"),
+    ("echo-100x64", "cpu_per_unit_us", "CPU µs/rt (100 conn)"),
+    ("idle-10000", "p50_us", "p50 µs, 10k idle"),
+    ("lines", "rate", "lines/s"),
+)
+
+
+def headline(table: Table) -> str:
+    header = ["implementation", *(title for _, _, title in HEADLINE), "slow send CPU ∝ size^k"]
+    rows = []
+    impls = dict.fromkeys(r.impl for r in table.records)
+    for impl in impls:
+        row = [impl]
+        for scenario, metric, _ in HEADLINE:
+            rec = table.by_key.get((impl, scenario))
+            if rec is None:
+                row.append("")
+            elif not rec.ok:
+                row.append("n/a" if rec.status == "n/a" else "failed")
+            else:
+                row.append(si(getattr(rec, metric)))
+        k = table.slowsend_exponent(impl)
+        row.append("" if k is None else f"{k:.2f}")
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `bench/run.py` (`make bench` / `make bench-full`); do not edit by hand.",
+        "",
+        *(f"- **{k}**: {v}" for k, v in meta.items()),
+        f"- **settings**: {settings}",
+        "",
+        "Each server runs in its own process pinned to one core, the C load generator "
+        "(`bench/c/loadgen.c`) pinned to the other. Figures are medians of the measured runs "
+        "(after warm-up). *Server CPU* is the server process's own CPU time per operation "
+        "from the kernel's scheduler accounting (`/proc/<pid>/task/*/schedstat`), which a busy "
+        "neighbour disturbs far less than the wall-clock rates. In each cell, "
+        "`(a / b)` is the figure's ratio to the pure core's and to the C server's, measured "
+        "in the same run (for the idle table, the pure core's poll loop when its select loop "
+        "cannot run the size). *loadgen CPU* is the share of its core the load generator "
+        "used: it stays well below 100% so it is not the bottleneck. "
+        "⚠ marks runs during which other processes took more than "
+        f"{NOISE_LIMIT:.0%} of a bench core (from `/proc/stat`).",
+        "",
+        "## Headline",
+        "",
+        headline(table),
+        "",
+        "![throughput](throughput.png)",
+        "",
+        "![latency against idle connections](idle_latency.png)",
+        "",
+        "![slow-reader send](slowsend.png)",
+        "",
+    ]
+    if targets:
+        lines += ["## Targets for the compiled core", "", targets, ""]
+    lines.append("## Implementations")
+    lines.append("")
+    for impl in dict.fromkeys(r.impl for r in table.records):
+        lines.append(f"- `{impl}`: {IMPL_BY_NAME[impl].description}")
+    for group in table.groups():
+        header, rows, notes = group_rows(table, group)
+        lines += ["", f"## {GROUP_TITLES[group]}", ""]
+        scen = {s.name: s.title for s in table.scenarios(group)}
+        lines += [f"- `{name}`: {title}" for name, title in scen.items()]
+        lines += ["", markdown_table(header, rows)]
+        if notes:
+            lines.append("")
+            lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+        if group == "slowsend":
+            lines += ["", "Growth of the server's CPU time with the size of the one send() "
+                      "(k = 1: linear, k = 2: quadratic):", "",
+                      markdown_table(["implementation", "CPU ∝ size^k", "so"],
+                                     slowsend_summary(table))]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,281 @@
+"""Benchmark driver: every implementation through every scenario, one run.
+
+    python bench/run.py --quick            # what `make bench` runs
+    python bench/run.py --full             # `make bench-full`: more and longer runs
+    python bench/run.py --only echo-1x64 --impl compiled --impl c
+    python bench/run.py --from-json bench/out/results.json   # re-render only
+
+Needs the set-up of bench/setup.sh (virtual environments, C programs).  A run
+of the whole matrix rewrites bench/RESULTS.md and the PNG plots beside it; a
+filtered run writes them under bench/out/ instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import measure
+import plots
+import report
+from model import (BENCH, IMPL_BY_NAME, IMPLEMENTATIONS, VENV_CY, VENV_PYASYNCORE, Record,
+                   Sample, Scenario, scenarios)
+
+OUT = BENCH / "out"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    name: str
+    warmups: int
+    runs: int
+    phase_ms: int
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.warmups} warm-up + {self.runs} measured runs of "
+                f"{self.phase_ms} ms per cell (slow send: one transfer per run)")
+
+
+QUICK = Settings("quick", warmups=1, runs=3, phase_ms=300)
+FULL = Settings("full", warmups=2, runs=7, phase_ms=1000)
+
+
+class Progress:
+    """A one-line progress bar on a terminal, a line per step otherwise."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.done = 0
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, label: str) -> None:
+        elapsed = time.monotonic() - self.start
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        bar = "█" * filled + "░" * (width - filled)
+        text = f"[{bar}] {self.done}/{self.total} {elapsed:5.0f}s  {label}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        self.done = self.total
+        self.step("done")
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def core_check(impl) -> str | None:
+    """None when the implementation's server imports the core it claims to
+    run, else the reason it doesn't."""
+    if impl.expect_core is None:
+        return None
+    python = impl.argv("echo")[0]
+    try:
+        out = subprocess.run([python, "-P", "-c", "import asyncore; print(asyncore.CORE)"],
+                             env=impl.environ(), capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run {python}: {exc}"
+    core = out.stdout.strip()
+    if out.returncode or core != impl.expect_core:
+        detail = (out.stderr.strip().splitlines() or [core])[-1]
+        return f"asyncore.CORE is not {impl.expect_core!r}: {detail}"
+    return None
+
+
+def _version(python: Path, code: str) -> str:
+    try:
+        out = subprocess.run([str(python), "-P", "-c", code], capture_output=True, text=True,
+                             timeout=30)
+        return out.stdout.strip() or out.stderr.strip().splitlines()[-1]
+    except (OSError, subprocess.TimeoutExpired, IndexError) as exc:
+        return f"unknown ({exc})"
+
+
+def machine_info() -> dict[str, str]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    meta_version = "import importlib.metadata as m; print(m.version({!r}))"
+    cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": (f"{model}, {os.cpu_count()} cores; server pinned to CPU "
+                    f"{measure.SERVER_CPU}, load generator to CPU {measure.LOADGEN_CPU}"),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "Python": _version(VENV_CY, "import sys; print(sys.version.split()[0])"),
+        "cyasyncore": _version(VENV_CY, "import importlib.metadata as m, asyncore; "
+                                        "print(m.version('cyasyncore'), 'core:', asyncore.CORE)"),
+        "pyasyncore / pyasynchat": " / ".join(
+            _version(VENV_PYASYNCORE, meta_version.format(p)) for p in ("pyasyncore",
+                                                                        "pyasynchat")),
+        "uvloop": importlib.metadata.version("uvloop"),
+        "C compiler": (cc.splitlines() or ["unknown"])[0],
+        "RLIMIT_NOFILE": f"{measure.NOFILE_HARD:,} (hard limit, raised to in every process)",
+    }
+
+
+def targets_text(table: report.Table) -> str:
+    """The figures the issue asks the closing note to report."""
+    lines = []
+    si = report.si
+
+    def cpu(impl, scen):
+        return table.value(impl, next(s for s in table.scenarios(scen.split("-")[0])
+                                      if s.name == scen), "cpu_per_unit_us") \
+            if any(s.name == scen for g in table.groups() for s in table.scenarios(g)) else None
+
+    for scen in ("echo-1x64", "echo-100x64"):
+        for impl in ("compiled", "compiled-poll"):
+            mine, c, uv = cpu(impl, scen), cpu("c", scen), cpu("uvloop", scen)
+            if mine is None:
+                continue
+            lines.append(
+                f"- **{scen}, server CPU per round trip**, `{impl}`: {si(mine)} µs; "
+                f"C {si(c)} µs ({report.ratio(mine, c)}× C); "
+                f"uvloop {si(uv)} µs ({report.ratio(mine, uv)}× uvloop)")
+    scen_by_name = {s.name: s for g in table.groups() for s in table.scenarios(g)}
+    if "idle-10000" in scen_by_name:
+        for impl in ("compiled", "compiled-poll", "uvloop", "c"):
+            rec = table.by_key.get((impl, "idle-10000"))
+            none = table.value(impl, scen_by_name["idle-0"], "p50_us") \
+                if "idle-0" in scen_by_name else None
+            if rec is None:
+                continue
+            if not rec.ok:
+                lines.append(f"- **p50 with 10,000 idle**, `{impl}`: {rec.status}: {rec.reason}")
+                continue
+            lines.append(f"- **p50 with 10,000 idle vs none**, `{impl}`: {si(rec.p50_us)} µs "
+                         f"vs {si(none)} µs ({report.ratio(rec.p50_us, none)}×)")
+    if "lines" in scen_by_name:
+        s = scen_by_name["lines"]
+        py_rate = table.value("pyasyncore", s, "rate")
+        py_cpu = table.value("pyasyncore", s, "cpu_per_unit_us")
+        for impl in ("compiled", "compiled-poll"):
+            rate, c = table.value(impl, s, "rate"), table.value(impl, s, "cpu_per_unit_us")
+            if rate is None:
+                continue
+            lines.append(f"- **pipelined lines through async_chat**, `{impl}`: {si(rate)} lines/s "
+                         f"vs pyasynchat {si(py_rate)} ({report.ratio(rate, py_rate)}×); "
+                         f"server CPU {si(c)} µs/line vs {si(py_cpu)} "
+                         f"({report.ratio(c, py_cpu)}×)")
+    for impl in ("compiled", "compiled-poll", "pure", "pyasyncore"):
+        k = table.slowsend_exponent(impl)
+        if k is not None:
+            verdict = "linear in bytes: met" if k < 1.25 else "not linear"
+            if impl in ("pure", "pyasyncore"):
+                verdict = "linear" if k < 1.25 else "superlinear"
+            lines.append(f"- **slow-reader send**, `{impl}`: server CPU ∝ size^{k:.2f} "
+                         f"({verdict})")
+    return "\n".join(lines)
+
+
+def save_json(records: list[Record], path: Path) -> None:
+    data = [{"impl": r.impl, "scenario": dataclasses.asdict(r.scenario), "status": r.status,
+             "reason": r.reason, "rss_kib": r.rss_kib,
+             "samples": [dataclasses.asdict(s) for s in r.samples]} for r in records]
+    path.write_text(json.dumps(data, indent=1))
+
+
+def load_json(path: Path) -> list[Record]:
+    records = []
+    for item in json.loads(path.read_text()):
+        records.append(Record(item["impl"], Scenario(**item["scenario"]), item["status"],
+                              item["reason"], [Sample(**s) for s in item["samples"]],
+                              item["rss_kib"]))
+    return records
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the short version (default)")
+    mode.add_argument("--full", action="store_true", help="more, longer runs; larger sizes")
+    parser.add_argument("--only", action="append", metavar="SCENARIO",
+                        help="scenario name or group (echo, idle, lines, bulk, slowsend, "
+                             "churn); repeatable")
+    parser.add_argument("--impl", action="append", metavar="NAME",
+                        help=f"implementation, repeatable: {', '.join(IMPL_BY_NAME)}")
+    parser.add_argument("--runs", type=int, help="measured runs per cell")
+    parser.add_argument("--from-json", type=Path, help="re-render a saved run, measure nothing")
+    parser.add_argument("--out", type=Path, help="folder for RESULTS.md and plots")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = FULL if args.full else QUICK
+    if args.runs:
+        settings = dataclasses.replace(settings, runs=args.runs)
+    filtered = bool(args.only or args.impl)
+    out = args.out or (OUT if filtered or args.from_json else BENCH)
+    OUT.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+    if args.from_json:
+        records = load_json(args.from_json)
+        wall = None
+    else:
+        for name in args.impl or ():
+            if name not in IMPL_BY_NAME:
+                sys.exit(f"unknown implementation {name!r}; known: {', '.join(IMPL_BY_NAME)}")
+        impls = [i for i in IMPLEMENTATIONS if not args.impl or i.name in args.impl]
+        chosen = [s for s in scenarios(args.full)
+                  if not args.only or s.name in args.only or s.group in args.only]
+        if not chosen:
+            sys.exit(f"no scenario matches {args.only}")
+        os.sched_setaffinity(0, {measure.LOADGEN_CPU})
+        measure.install_signal_cleanup()
+        cells = [(s, i) for s in chosen for i in impls if i.runs(s)]
+        broken = {i.name: core_check(i) for i in impls}
+        progress = Progress(len(cells))
+        records = []
+        started = time.monotonic()
+        try:
+            for scenario, impl in cells:
+                progress.step(f"{impl.name} {scenario.name}")
+                if broken[impl.name]:
+                    records.append(Record(impl.name, scenario, "failed", broken[impl.name]))
+                else:
+                    records.append(measure.run(impl, scenario, settings.warmups,
+                                               settings.runs, settings.phase_ms))
+                progress.done += 1
+            progress.finish()
+        finally:
+            measure.kill_children()
+        wall = time.monotonic() - started
+        save_json(records, OUT / "results.json")
+
+    table = report.Table(records)
+    print(report.terminal(table))
+    meta = machine_info()
+    if wall is not None:
+        meta["bench wall time"] = f"{wall:.0f} s (measuring only, set-up excluded)"
+    md = report.markdown(table, meta, settings.describe(), targets_text(table))
+    (out / "RESULTS.md").write_text(md)
+    made = plots.all_plots(table, out)
+    print(f"\nwrote {out / 'RESULTS.md'} and {', '.join(p.name for p in made)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        measure.kill_children()
+        sys.exit(130)
