@@ -46,6 +46,24 @@ clean:
 
 # ---- bench targets (owned by bench/) ----
 
+.PHONY: bench-full bench-setup
+
+# bench/setup.sh makes bench/.venv-cy (this tree built with the newest Python
+# 3.12+, uvloop, matplotlib), bench/.venv-pyasyncore and the C programs in
+# bench/build/; it is a few seconds when nothing changed.
+bench-setup:
+	bench/setup.sh
+
+# The quick comparison (under three minutes); rewrites bench/RESULTS.md and
+# the PNG plots.  Pass BENCH_ARGS="--only echo --impl compiled --impl c" to
+# narrow it (a narrowed run writes under bench/out/ instead).
+bench: bench-setup
+	bench/.venv-cy/bin/python bench/run.py --quick $(BENCH_ARGS)
+
+# Every scenario with more and longer runs and larger slow-send sizes.
+bench-full: bench-setup
+	bench/.venv-cy/bin/python bench/run.py --full $(BENCH_ARGS)
+
 # ---- stress and sanitizer targets (owned by the fault suite) ----
 
 # ---- packaging and lint targets (owned by packaging) ----
