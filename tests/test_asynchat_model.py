@@ -21,8 +21,7 @@ import socket
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import asynchat
 import support
@@ -335,7 +334,7 @@ def test_real_sockets_match_the_model(case, in_buffer_size, transport, use_poll)
     assert [(data, at_found) for data, at_found, _ in chat.found] == [
         (record.data, record.at_found) for record in records
     ]
-    for (_, _, buffered), record in zip(chat.found, records):
+    for (_, _, buffered), record in zip(chat.found, records, strict=True):
         # Whatever the reads were, the buffer then holds the next bytes.
         assert stream[record.end:].startswith(buffered)
         assert len(buffered) < in_buffer_size
