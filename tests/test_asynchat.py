@@ -201,6 +201,28 @@ class TestAttributes:
             assert channel_map == {}
 
 
+class TestExceptionMessages:
+    """3.11's exception arguments, for programs and tests that compare them."""
+
+    def test_push_type_error(self):
+        # 3.11 passes the format and the type as two arguments, unformatted.
+        with pytest.raises(TypeError) as raised:
+            asynchat.async_chat().push("text")
+        assert raised.value.args == ("data argument must be byte-ish (%r)", str)
+
+    def test_negative_terminator(self):
+        with pytest.raises(ValueError) as raised:
+            asynchat.async_chat().set_terminator(-1)
+        assert raised.value.args == ("the number of received bytes must be positive",)
+
+    def test_abstract_callbacks(self):
+        chat = asynchat.async_chat()
+        for call in (lambda: chat.collect_incoming_data(b"x"), chat.found_terminator):
+            with pytest.raises(NotImplementedError) as raised:
+                call()
+            assert raised.value.args == ("must be implemented in subclass",)
+
+
 # --------------------------------------------------------------------------
 # Terminators
 # --------------------------------------------------------------------------
