@@ -1,0 +1,215 @@
+"""asynchat for Python 3.12+: CPython 3.11's module, kept alive and made fast.
+
+``async_chat`` splits the bytes a channel receives on a terminator (a byte
+string, a byte count, or None for "everything") and queues outgoing data
+and producers.  The splitting runs in the active asyncore core, in time
+linear in the bytes received; the callbacks a subclass sees, and the values
+of ``ac_in_buffer``, ``incoming``, ``producer_fifo`` and ``terminator`` while
+it sees them, are those of 3.11.
+"""
+
+from collections import deque
+
+import asyncore
+from asyncore import _core
+
+__all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
+
+
+class async_chat(asyncore.dispatcher):
+    """A dispatcher for command/response protocols.
+
+    Subclasses implement collect_incoming_data() and found_terminator().
+    """
+
+    ac_in_buffer_size = 65536
+    ac_out_buffer_size = 65536
+
+    # Whether str terminators and producer output are encoded with `encoding`.
+    use_encoding = 0
+    encoding = "latin-1"
+
+    # Input not yet consumed is _ac_in[_ac_pos:]; see ac_in_buffer.
+    _ac_in = b""
+    _ac_pos = 0
+
+    def __init__(self, sock=None, map=None):
+        self.ac_in_buffer = b""
+        self.incoming = []
+        self.producer_fifo = deque()
+        asyncore.dispatcher.__init__(self, sock, map)
+
+    @property
+    def ac_in_buffer(self):
+        """Received bytes not yet handed to collect_incoming_data()."""
+        if self._ac_pos:
+            # Cut once, so reading it again costs nothing.
+            self._ac_in = self._ac_in[self._ac_pos :]
+            self._ac_pos = 0
+        return self._ac_in
+
+    @ac_in_buffer.setter
+    def ac_in_buffer(self, data):
+        self._ac_in = data
+        self._ac_pos = 0
+
+    # -- input
+
+    def collect_incoming_data(self, data):
+        raise NotImplementedError("must be implemented in subclass")
+
+    def _collect_incoming_data(self, data):
+        self.incoming.append(data)
+
+    def _get_data(self):
+        data = b"".join(self.incoming)
+        del self.incoming[:]
+        return data
+
+    def found_terminator(self):
+        raise NotImplementedError("must be implemented in subclass")
+
+    def set_terminator(self, term):
+        """Set the input delimiter: a byte string, a byte count, or None."""
+        if isinstance(term, str) and self.use_encoding:
+            term = term.encode(self.encoding)
+        elif isinstance(term, int) and term < 0:
+            raise ValueError("the number of received bytes must be positive")
+        self.terminator = term
+
+    def get_terminator(self):
+        return self.terminator
+
+    def handle_read(self):
+        try:
+            data = self.recv(self.ac_in_buffer_size)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.handle_error()
+            return
+        if isinstance(data, str) and self.use_encoding:
+            # 3.11 meant to encode here but raised TypeError instead.
+            data = data.encode(self.encoding)
+        _consume(self, data)
+
+    # -- output
+
+    def handle_write(self):
+        self.initiate_send()
+
+    def handle_close(self):
+        self.close()
+
+    def push(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be byte-ish ({type(data)!r})")
+        size = self.ac_out_buffer_size
+        if len(data) > size:
+            fifo = self.producer_fifo
+            for start in range(0, len(data), size):
+                fifo.append(data[start : start + size])
+        else:
+            self.producer_fifo.append(data)
+        self.initiate_send()
+
+    def push_with_producer(self, producer):
+        self.producer_fifo.append(producer)
+        self.initiate_send()
+
+    def readable(self):
+        # Always: reading is never throttled by the input buffer's size.
+        return 1
+
+    def writable(self):
+        return self.producer_fifo or (not self.connected)
+
+    def close_when_done(self):
+        """Close the channel once everything queued before now is sent."""
+        self.producer_fifo.append(None)
+
+    def initiate_send(self):
+        fifo = self.producer_fifo
+        while fifo and self.connected:
+            first = fifo[0]
+            if not first:
+                # An empty entry is dropped; None means "close when here".
+                del fifo[0]
+                if first is None:
+                    self.handle_close()
+                    return
+            size = self.ac_out_buffer_size
+            try:
+                data = first[:size]
+            except TypeError:
+                # Not sliceable: a producer.  Its output goes to the front.
+                data = first.more()
+                if data:
+                    fifo.appendleft(data)
+                else:
+                    del fifo[0]
+                continue
+            if isinstance(data, str) and self.use_encoding:
+                data = data.encode(self.encoding)
+            try:
+                sent = self.send(data)
+            except OSError:
+                self.handle_error()
+                return
+            if sent:
+                if sent < len(data) or size < len(first):
+                    fifo[0] = _rest(first, sent)
+                else:
+                    del fifo[0]
+            # One send per call; the loop calls again when writable.
+            return
+
+    def discard_buffers(self):
+        self.ac_in_buffer = b""
+        del self.incoming[:]
+        self.producer_fifo.clear()
+
+
+def _rest(data, sent):
+    """data[sent:], without copying what the kernel has not taken yet.
+
+    A view of immutable bytes is safe to keep.  A bytearray is copied as 3.11
+    did: a view would stop its owner from resizing it.
+    """
+    if type(data) is bytes and len(data) - sent > 512:
+        return memoryview(data)[sent:]
+    return data[sent:]
+
+
+class simple_producer:
+    """Hands out ``data`` in pieces of at most ``buffer_size`` bytes."""
+
+    def __init__(self, data, buffer_size=512):
+        self.data = data
+        self.buffer_size = buffer_size
+
+    def more(self):
+        if len(self.data) > self.buffer_size:
+            piece = self.data[: self.buffer_size]
+            self.data = self.data[self.buffer_size :]
+            return piece
+        piece = self.data
+        self.data = b""
+        return piece
+
+
+def find_prefix_at_end(haystack, needle):
+    """Length of the longest proper prefix of ``needle`` that ends ``haystack``."""
+    n = len(needle) - 1
+    while n and not haystack.endswith(needle[:n]):
+        n -= 1
+    return n
+
+
+def _install_core(core):
+    global _consume
+    _consume = core.chat_consume
+
+
+_consume = None
+_install_core(_core.load(asyncore.CORE))

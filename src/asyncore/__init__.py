@@ -1,0 +1,508 @@
+"""asyncore for Python 3.12+: CPython 3.11's module, kept alive and made fast.
+
+Everything public here behaves as it did in CPython 3.11: the dispatcher
+classes, the loop and its passes, the log lines and the order of callbacks.
+The loop and the readiness dispatch run in a compiled core where one is
+available; ``CORE`` says which core is active ("compiled" or "pure").  Set
+``ASYNCORE_NO_EXTENSIONS=1`` in the environment to force the pure one.
+"""
+
+import os
+import select
+import socket
+import sys
+import time  # noqa: F401  (3.11 exposed it; programs reach for asyncore.time)
+import warnings
+from errno import (  # noqa: F401  (the errno names 3.11 exposed at module level)
+    EAGAIN,
+    EALREADY,
+    EBADF,
+    ECONNABORTED,
+    ECONNRESET,
+    EINPROGRESS,
+    EINVAL,
+    EISCONN,
+    ENOTCONN,
+    EPIPE,
+    ESHUTDOWN,
+    EWOULDBLOCK,
+    errorcode,
+)
+
+from . import _core
+from ._common import DISCONNECTED as _DISCONNECTED
+from ._common import RERAISED as _reraised_exceptions
+from ._common import ExitNow
+
+__version__ = "0.1.0"
+
+# The map every dispatcher and loop() uses unless given one.  Programs rebind
+# it, so it is looked up each time it is needed, never captured.
+socket_map = {}
+
+
+def _strerror(err):
+    try:
+        return os.strerror(err)
+    except (ValueError, OverflowError, NameError):
+        return errorcode.get(err, f"Unknown error {err}")
+
+
+# ------------------------------------------------------ the loop and passes
+#
+# read, write, _exception and readwrite are the active core's own functions,
+# bound here by _install_core() (at the end of this module, and again by
+# _core.use()).  poll, poll2 and loop resolve their defaults at call time and
+# hand the core the map to work on.
+
+
+def poll(timeout=0.0, map=None):
+    if map is None:
+        map = socket_map
+    _impl.poll(timeout, map)
+
+
+def poll2(timeout=0.0, map=None):
+    if map is None:
+        map = socket_map
+    _impl.poll2(timeout, map)
+
+
+# 3.11 kept the old name for poll2.
+poll3 = poll2
+
+_own_passes = (poll, poll2)
+
+
+def loop(timeout=30.0, use_poll=False, map=None, count=None):
+    if map is None:
+        map = socket_map
+    if (poll, poll2) == _own_passes:
+        _impl.loop(timeout, use_poll, map, count)
+        return
+    # A program or test replaced asyncore.poll or poll2: 3.11's loop called
+    # whatever those names held, so do the same, one pass at a time.
+    pass_ = poll2 if use_poll and hasattr(select, "poll") else poll
+    if count is None:
+        while map:
+            pass_(timeout, map)
+    else:
+        while map and count > 0:
+            pass_(timeout, map)
+            count = count - 1
+
+
+# ------------------------------------------------------------- dispatcher
+
+
+class dispatcher:
+    debug = False
+    connected = False
+    accepting = False
+    connecting = False
+    closing = False
+    addr = None
+    ignore_log_types = frozenset({"warning"})
+
+    def __init__(self, sock=None, map=None):
+        self._map = socket_map if map is None else map
+        self._fileno = None
+        if not sock:
+            self.socket = None
+            return
+        sock.setblocking(False)
+        self.set_socket(sock, map)
+        self.connected = True
+        try:
+            self.addr = sock.getpeername()
+        except OSError as err:
+            if err.errno not in (ENOTCONN, EINVAL):
+                self.del_channel(map)
+                raise
+            # Listening, or not connected yet: a channel all the same.
+            self.connected = False
+
+    def __repr__(self):
+        cls = self.__class__
+        words = [f"{cls.__module__}.{cls.__qualname__}"]
+        if self.accepting and self.addr:
+            words.append("listening")
+        elif self.connected:
+            words.append("connected")
+        if self.addr is not None:
+            try:
+                words.append("%s:%d" % self.addr)
+            except TypeError:
+                # An IPv6 4-tuple or a Unix path does not fit host:port.
+                words.append(repr(self.addr))
+        return "<%s at %#x>" % (" ".join(words), id(self))
+
+    # -- the map
+
+    def add_channel(self, map=None):
+        if map is None:
+            map = self._map
+        map[self._fileno] = self
+
+    def del_channel(self, map=None):
+        if map is None:
+            map = self._map
+        fd = self._fileno
+        if fd in map:
+            del map[fd]
+        self._fileno = None
+
+    # -- the socket
+
+    def create_socket(self, family=socket.AF_INET, type=socket.SOCK_STREAM):
+        self.family_and_type = family, type
+        # The module global, read now: test suites swap in a fake socket module.
+        sock = socket.socket(family, type)
+        sock.setblocking(False)
+        self.set_socket(sock)
+
+    def set_socket(self, sock, map=None):
+        self.socket = sock
+        self._fileno = sock.fileno()
+        self.add_channel(map)
+
+    def set_reuse_addr(self):
+        try:
+            current = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, current | 1)
+        except OSError:
+            pass
+
+    # -- what the loop asks
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    # -- socket methods, with asyncore's treatment of errors
+
+    def listen(self, num):
+        self.accepting = True
+        if os.name == "nt" and num > 5:
+            num = 5
+        return self.socket.listen(num)
+
+    def bind(self, addr):
+        self.addr = addr
+        return self.socket.bind(addr)
+
+    def connect(self, address):
+        self.connected = False
+        self.connecting = True
+        err = self.socket.connect_ex(address)
+        # Windows reports a non-blocking connect under way as EINVAL.
+        if err in (EINPROGRESS, EALREADY, EWOULDBLOCK) or (err == EINVAL and os.name == "nt"):
+            self.addr = address
+            return
+        if err in (0, EISCONN):
+            self.addr = address
+            self.handle_connect_event()
+        else:
+            raise OSError(err, errorcode[err])
+
+    def accept(self):
+        try:
+            conn, addr = self.socket.accept()
+        except TypeError:
+            # socket.accept() on a closed socket object
+            return None
+        except OSError as why:
+            if why.errno in (EWOULDBLOCK, ECONNABORTED, EAGAIN):
+                return None
+            raise
+        return conn, addr
+
+    def send(self, data):
+        try:
+            return self.socket.send(data)
+        except OSError as why:
+            if why.errno == EWOULDBLOCK:
+                return 0
+            if why.errno in _DISCONNECTED:
+                self.handle_close()
+                return 0
+            raise
+
+    def recv(self, buffer_size):
+        try:
+            data = self.socket.recv(buffer_size)
+        except OSError as why:
+            if why.errno in _DISCONNECTED:
+                self.handle_close()
+                return b""
+            raise
+        if not data:
+            # An orderly shutdown by the peer.
+            self.handle_close()
+            return b""
+        return data
+
+    def close(self):
+        self.connected = False
+        self.accepting = False
+        self.connecting = False
+        self.del_channel()
+        if self.socket is not None:
+            try:
+                self.socket.close()
+            except OSError as why:
+                if why.errno not in (ENOTCONN, EBADF):
+                    raise
+
+    # -- logging
+
+    def log(self, message):
+        sys.stderr.write(f"log: {message}\n")
+
+    def log_info(self, message, type="info"):
+        if type not in self.ignore_log_types:
+            print(f"{type}: {message}")
+
+    # -- events, as the core delivers them
+
+    def handle_read_event(self):
+        if self.accepting:
+            # A listening socket is readable when a connection waits.
+            self.handle_accept()
+        elif not self.connected:
+            if self.connecting:
+                self.handle_connect_event()
+            self.handle_read()
+        else:
+            self.handle_read()
+
+    def handle_connect_event(self):
+        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            raise OSError(err, _strerror(err))
+        self.handle_connect()
+        self.connected = True
+        self.connecting = False
+
+    def handle_write_event(self):
+        if self.accepting:
+            # Listening sockets are not written to; nothing to do.
+            return
+        if not self.connected and self.connecting:
+            self.handle_connect_event()
+        self.handle_write()
+
+    def handle_expt_event(self):
+        # An exceptional condition is either a pending socket error (which
+        # ends the channel) or out-of-band data.
+        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            self.handle_close()
+        else:
+            self.handle_expt()
+
+    def handle_error(self):
+        _, t, v, tbinfo = compact_traceback()
+        try:
+            self_repr = repr(self)
+        except BaseException:
+            self_repr = "<__repr__(self) failed for object at %0x>" % id(self)
+        self.log_info(
+            f"uncaptured python exception, closing channel {self_repr} ({t}:{v} {tbinfo})",
+            "error",
+        )
+        self.handle_close()
+
+    # -- the handlers programs override; these defaults just report
+
+    def handle_expt(self):
+        self.log_info("unhandled incoming priority event", "warning")
+
+    def handle_read(self):
+        self.log_info("unhandled read event", "warning")
+
+    def handle_write(self):
+        self.log_info("unhandled write event", "warning")
+
+    def handle_connect(self):
+        self.log_info("unhandled connect event", "warning")
+
+    def handle_accept(self):
+        pair = self.accept()
+        if pair is not None:
+            self.handle_accepted(*pair)
+
+    def handle_accepted(self, sock, addr):
+        sock.close()
+        self.log_info("unhandled accepted event", "warning")
+
+    def handle_close(self):
+        self.log_info("unhandled close event", "warning")
+        self.close()
+
+
+class dispatcher_with_send(dispatcher):
+    """A dispatcher whose send() buffers what the socket does not take at once.
+
+    3.11 kept the pending bytes in one bytes object and re-sliced all of it
+    after every partial send, so a large send to a slow reader cost time
+    quadratic in its size.  Here they live in a bytearray with a read offset
+    that is compacted only when more than half of it has been sent: every
+    byte is copied a bounded number of times.  ``out_buffer`` still reads
+    (and may be assigned) as the bytes not yet sent.
+    """
+
+    # Largest piece handed to the socket at once, as in 3.11.
+    _SEND_MAX = 65536
+
+    def __init__(self, sock=None, map=None):
+        dispatcher.__init__(self, sock, map)
+        self.out_buffer = b""
+
+    @property
+    def out_buffer(self):
+        return bytes(self._wbuf[self._woff :])
+
+    @out_buffer.setter
+    def out_buffer(self, data):
+        self._wbuf = bytearray(data)
+        self._woff = 0
+
+    def initiate_send(self):
+        start = self._woff
+        chunk = bytes(self._wbuf[start : start + self._SEND_MAX])
+        sent = dispatcher.send(self, chunk)
+        # send() may have closed the channel, or a handler replaced the buffer.
+        if sent and self._wbuf:
+            self._woff += sent
+            if self._woff >= len(self._wbuf):
+                self._wbuf = bytearray()
+                self._woff = 0
+            elif self._woff > len(self._wbuf) // 2:
+                del self._wbuf[: self._woff]
+                self._woff = 0
+
+    def handle_write(self):
+        self.initiate_send()
+
+    def writable(self):
+        return (not self.connected) or len(self._wbuf) - self._woff
+
+    def send(self, data):
+        if self.debug:
+            self.log_info(f"sending {data!r}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            # 3.11 concatenated onto bytes; keep its error for non-bytes.
+            data = b"" + data
+        self._wbuf += data
+        self.initiate_send()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def compact_traceback():
+    t, v, tb = sys.exc_info()
+    if not tb:
+        raise AssertionError("traceback does not exist")
+    frames = []
+    while tb:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, code.co_name, str(tb.tb_lineno)))
+        tb = tb.tb_next
+    info = " ".join("[%s|%s|%s]" % frame for frame in frames)
+    return frames[-1], t, v, info
+
+
+def close_all(map=None, ignore_all=False):
+    if map is None:
+        map = socket_map
+    for channel in list(map.values()):
+        try:
+            channel.close()
+        except OSError as err:
+            if err.errno != EBADF and not ignore_all:
+                raise
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            if not ignore_all:
+                raise
+    map.clear()
+
+
+if os.name == "posix":
+
+    class file_wrapper:
+        """Gives a file descriptor the few socket methods a dispatcher calls."""
+
+        def __init__(self, fd):
+            # Our own descriptor: closing the wrapper leaves the caller's open.
+            self.fd = os.dup(fd)
+
+        def __del__(self):
+            if self.fd >= 0:
+                warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
+            self.close()
+
+        def recv(self, *args):
+            return os.read(self.fd, *args)
+
+        def send(self, *args):
+            return os.write(self.fd, *args)
+
+        def getsockopt(self, level, optname, buflen=None):
+            # handle_connect_event/handle_expt_event ask for SO_ERROR: a file has none.
+            if level == socket.SOL_SOCKET and optname == socket.SO_ERROR and not buflen:
+                return 0
+            raise NotImplementedError("Only asyncore specific behaviour implemented.")
+
+        read = recv
+        write = send
+
+        def close(self):
+            if self.fd < 0:
+                return
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+        def fileno(self):
+            return self.fd
+
+    class file_dispatcher(dispatcher):
+        """A dispatcher over a file descriptor (a pipe, a tty) instead of a socket."""
+
+        def __init__(self, fd, map=None):
+            dispatcher.__init__(self, None, map)
+            self.connected = True
+            try:
+                fd = fd.fileno()
+            except AttributeError:
+                pass
+            self.set_file(fd)
+            os.set_blocking(fd, False)
+
+        def set_file(self, fd):
+            self.socket = file_wrapper(fd)
+            self._fileno = self.socket.fileno()
+            self.add_channel()
+
+
+# ------------------------------------------------------------ core wiring
+
+
+def _install_core(core):
+    """Bind the module-level names that belong to ``core`` (see _core.use)."""
+    global _impl, CORE, read, write, _exception, readwrite
+    _impl = core
+    CORE = core.NAME
+    read = core.read
+    write = core.write
+    _exception = core._exception
+    readwrite = core.readwrite
+
+
+_impl = CORE = read = write = _exception = readwrite = None
+_install_core(_core.init())

@@ -1,0 +1,335 @@
+"""The pure-Python core: the readable specification of what the compiled core does.
+
+Both cores export the names in ``asyncore._core.EXPORTS`` with identical
+behaviour; the tests run every case against each.  Callers (the public
+functions in ``asyncore``) have already resolved ``map=None`` to the current
+``asyncore.socket_map``, so every function here takes the map it works on.
+
+One deliberate departure from 3.11: ``poll()`` (the default, select-style
+pass) waits with poll(2) where the platform has it, so descriptors past
+FD_SETSIZE (1024) work.  It keeps select()'s meaning exactly: the same read,
+write and exceptional-condition sets, the same order of callbacks, and the
+same exceptions for bad timeouts, bad keys and closed descriptors.
+"""
+
+import errno
+import math
+import os
+import select
+import time
+
+from ._common import (
+    DISCONNECTED,
+    POLLCLOSE,
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLNVAL,
+    POLLOUT,
+    POLLPRI,
+    RERAISED,
+)
+
+NAME = "pure"
+HAS_POLL = hasattr(select, "poll")
+
+# What select() would report, in poll(2)'s vocabulary (Linux fs/select.c):
+# a hang-up or error makes a descriptor readable; an error makes it writable.
+_SELECT_READ = POLLIN | POLLHUP | POLLERR
+_SELECT_WRITE = POLLOUT | POLLERR
+_SELECT_EXCEPT = POLLPRI
+
+# poll(2) takes an int of milliseconds; a longer select() timeout is waited
+# in passes of at most this, which loop() cannot tell apart.
+_MAX_WAIT_MS = 2**31 - 1
+# Bounds of CPython's internal time type, for select()'s overflow errors.
+_MAX_SECONDS_INT = (2**63 - 1) // 10**9
+_MAX_SECONDS_FLOAT = 2.0**63
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def read(obj):
+    try:
+        obj.handle_read_event()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def write(obj):
+    try:
+        obj.handle_write_event()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def _exception(obj):
+    try:
+        obj.handle_expt_event()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def readwrite(obj, flags):
+    try:
+        if flags & POLLIN:
+            obj.handle_read_event()
+        if flags & POLLOUT:
+            obj.handle_write_event()
+        if flags & POLLPRI:
+            obj.handle_expt_event()
+        if flags & POLLCLOSE:
+            obj.handle_close()
+    except OSError as err:
+        # A vanished peer is an ordinary close; anything else is a fault.
+        if err.errno in DISCONNECTED:
+            obj.handle_close()
+        else:
+            obj.handle_error()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+# ------------------------------------------------- select()'s conversions
+
+
+def as_fd(key):
+    """The descriptor of a map key, with select()'s errors for bad keys."""
+    if isinstance(key, int):
+        fd = key
+    else:
+        fileno = getattr(key, "fileno", None)
+        if fileno is None:
+            raise TypeError("argument must be an int, or have a fileno() method.")
+        fd = fileno()
+        if not isinstance(fd, int):
+            raise TypeError("fileno() returned a non-integer")
+    if fd < 0:
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
+    if fd > 2**31 - 1:
+        raise OverflowError("Python int too large to convert to C int")
+    return int(fd)
+
+
+def select_timeout_ms(timeout):
+    """select()'s timeout, validated as select() does, in poll(2) milliseconds."""
+    if timeout is None:
+        return -1
+    if isinstance(timeout, float):
+        if math.isnan(timeout):
+            raise ValueError("Invalid value NaN (not a number)")
+        if timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        if timeout >= _MAX_SECONDS_FLOAT:
+            raise OverflowError("timestamp out of range for platform time_t")
+    elif isinstance(timeout, int):
+        if timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        if timeout > _MAX_SECONDS_INT:
+            raise OverflowError("timestamp too large to convert to C _PyTime_t")
+    else:
+        raise TypeError("timeout must be a float or None")
+    # Round up like select() does: a positive timeout never becomes a busy poll.
+    return min(math.ceil(timeout * 1000), _MAX_WAIT_MS)
+
+
+def _wait_select(r, w, e, timeout):
+    """select.select(r, w, e, timeout) without the FD_SETSIZE limit."""
+    if not HAS_POLL:
+        return select.select(r, w, e, timeout)
+    ms = select_timeout_ms(timeout)
+    interest = {}
+    for keys, mask in ((r, POLLIN), (w, POLLOUT), (e, POLLPRI)):
+        for key in keys:
+            fd = as_fd(key)
+            interest[fd] = interest.get(fd, 0) | mask
+    pollster = select.poll()
+    for fd, mask in interest.items():
+        pollster.register(fd, mask)
+    ready = dict(pollster.poll(ms))
+    if not ready:
+        return [], [], []
+    if any(flags & POLLNVAL for flags in ready.values()):
+        # select() fails as a whole on a closed descriptor.
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    def pick(keys, mask):
+        # Keys, not descriptors, in the order given: what select() returns.
+        return [key for key in keys if ready.get(as_fd(key), 0) & mask]
+
+    return pick(r, _SELECT_READ), pick(w, _SELECT_WRITE), pick(e, _SELECT_EXCEPT)
+
+
+# ----------------------------------------------------------------- passes
+
+
+def poll(timeout, map):
+    if not map:
+        return
+    r = []
+    w = []
+    e = []
+    for fd, obj in list(map.items()):
+        is_r = obj.readable()
+        is_w = obj.writable()
+        if is_r:
+            r.append(fd)
+        # A listening socket is never waited on for writing.
+        if is_w and not obj.accepting:
+            w.append(fd)
+        if is_r or is_w:
+            e.append(fd)
+    if not (r or w or e):
+        time.sleep(timeout)
+        return
+    r, w, e = _wait_select(r, w, e, timeout)
+    # The map is consulted again: a handler earlier in this pass may have
+    # closed or replaced a channel.
+    for fd in r:
+        obj = map.get(fd)
+        if obj is not None:
+            read(obj)
+    for fd in w:
+        obj = map.get(fd)
+        if obj is not None:
+            write(obj)
+    for fd in e:
+        obj = map.get(fd)
+        if obj is not None:
+            _exception(obj)
+
+
+def poll2(timeout, map):
+    if timeout is not None:
+        timeout = int(timeout * 1000)
+    pollster = select.poll()
+    if not map:
+        return
+    for fd, obj in list(map.items()):
+        flags = 0
+        if obj.readable():
+            flags |= POLLIN | POLLPRI
+        if obj.writable() and not obj.accepting:
+            flags |= POLLOUT
+        if flags:
+            pollster.register(fd, flags)
+    for fd, flags in pollster.poll(timeout):
+        obj = map.get(fd)
+        if obj is not None:
+            readwrite(obj, flags)
+
+
+def loop(timeout, use_poll, map, count):
+    pass_ = poll2 if use_poll and HAS_POLL else poll
+    if count is None:
+        while map:
+            pass_(timeout, map)
+    else:
+        while map and count > 0:
+            pass_(timeout, map)
+            count = count - 1
+
+
+# -------------------------------------------------- async_chat input path
+
+
+def chat_consume(chan, data):
+    """Split freshly received ``data`` on the channel's terminators.
+
+    3.11 keeps the unconsumed input in ``ac_in_buffer`` and re-slices it
+    after every terminator, so a read holding n records costs n copies of
+    the rest of the buffer.  Here the buffer is kept as (bytes, offset) in
+    ``chan._ac_in``/``chan._ac_pos``; ``ac_in_buffer`` is a property that
+    cuts the bytes at the offset only when somebody reads it.  Before each
+    callback the state is published, after it the state is read back, so a
+    handler sees, and may replace, exactly what it would see on 3.11.
+    """
+    buf = chan._ac_in
+    pos = chan._ac_pos
+    if pos:
+        buf = buf[pos:]
+    buf = buf + data
+    pos = 0
+    while len(buf) > pos:
+        lb = len(buf) - pos
+        terminator = chan.get_terminator()
+        if not terminator:
+            chan._ac_in = buf
+            chan._ac_pos = pos
+            chan.collect_incoming_data(buf[pos:] if pos else buf)
+            buf = b""
+            pos = 0
+        elif isinstance(terminator, int):
+            if lb < terminator:
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                chan.collect_incoming_data(buf[pos:] if pos else buf)
+                buf = b""
+                pos = 0
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                chan.terminator = chan.terminator - lb
+            else:
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                chan.collect_incoming_data(buf[pos : pos + terminator])
+                buf = chan._ac_in
+                pos = min(chan._ac_pos + terminator, len(buf))
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                chan.terminator = 0
+                chan.found_terminator()
+                buf = chan._ac_in
+                pos = chan._ac_pos
+        else:
+            tlen = len(terminator)
+            index = buf.find(terminator, pos)
+            if index != -1:
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                if index > pos:
+                    chan.collect_incoming_data(buf[pos:index])
+                    # The handler may have replaced the buffer; cut what it left.
+                    buf = chan._ac_in
+                    index = index - pos + chan._ac_pos
+                    pos = chan._ac_pos
+                pos = min(index + tlen, len(buf))
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                chan.found_terminator()
+                buf = chan._ac_in
+                pos = chan._ac_pos
+            else:
+                keep = _prefix_at_end(buf, pos, terminator)
+                if keep:
+                    if keep != lb:
+                        chan._ac_in = buf
+                        chan._ac_pos = pos
+                        chan.collect_incoming_data(buf[pos : len(buf) - keep])
+                        buf = chan._ac_in
+                        pos = max(chan._ac_pos, len(buf) - keep)
+                    break
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                chan.collect_incoming_data(buf[pos:] if pos else buf)
+                buf = b""
+                pos = 0
+    chan._ac_in = buf
+    chan._ac_pos = pos
+
+
+def _prefix_at_end(buf, pos, needle):
+    """Length of the longest proper prefix of needle that ends buf[pos:]."""
+    n = len(needle) - 1
+    while n and not buf.endswith(needle[:n], pos):
+        n -= 1
+    return n
