@@ -17,10 +17,10 @@ import collections
 import os
 import socket
 
-import asynchat
-import asyncore
 import pytest
 
+import asynchat
+import asyncore
 from support import DEADLINE, HAS_POLL, connected_pair, recv_exactly
 
 # Long enough that a ready descriptor is always reported within the pass,
@@ -342,13 +342,18 @@ def test_connecting_channel_is_writable_until_connected(driver, cls):
     driver.within(1, lambda: chan.received == b"ping", "input read")
 
 
+@pytest.mark.parametrize("how", ["assigned", "deleted"])
 @pytest.mark.parametrize("cls", BUFFERED, ids=BUFFERED_IDS)
-def test_connected_set_false_directly_arms_write_interest(driver, cls):
+def test_connected_made_false_directly_arms_write_interest(driver, cls, how):
     peer, ours = driver.pair()
     chan = driver.channel(cls, ours)
     settled(driver, chan)
-    chan.connected = False
-    driver.within(1, lambda: chan.writes >= 1, "write event after connected=False")
+    if how == "assigned":
+        chan.connected = False
+    else:
+        # The class attribute, False, shows through again.
+        del chan.connected
+    driver.within(1, lambda: chan.writes >= 1, "write event once not connected")
     chan.connected = True
     writes = chan.writes
     driver.quiet()
@@ -416,16 +421,24 @@ def test_out_buffer_extended_directly(driver):
 
 
 def test_out_buffer_bytearray_mutated_in_place(driver):
-    # 3.11 only ever asks len(out_buffer): a bytearray grown in place, with no
-    # attribute assignment at all, is just as much pending output.
+    # 3.11 keeps whatever object is assigned to out_buffer and only ever asks
+    # its length: a bytearray grown in place, with no attribute assignment
+    # at all, is pending output just the same.
     peer, ours = driver.pair()
     chan = driver.channel(SendChannel, ours)
-    chan.out_buffer = bytearray()
+    buffer = bytearray()
+    chan.out_buffer = buffer
     settled(driver, chan)
-    chan.out_buffer.extend(b"in place")
-    driver.within(1, lambda: not chan.out_buffer, "bytearray out_buffer sent")
+    buffer.extend(b"in place")
+    driver.within(
+        1, lambda: chan.writes == 1 and not chan.out_buffer, "bytearray grown in place sent"
+    )
     assert recv_exactly(peer, 8) == b"in place"
     settled(driver, chan)
+    # What remains after a send is still a bytearray, and can be grown again.
+    chan.out_buffer.extend(b" again")
+    driver.within(1, lambda: chan.writes == 2 and not chan.out_buffer, "grown again and sent")
+    assert recv_exactly(peer, 6) == b" again"
 
 
 class Relay(SendChannel):
@@ -697,6 +710,24 @@ def test_map_entry_replaced_by_another_object(driver):
     driver.within(1, lambda: new.received == b"for the new one", "new object read")
     assert old.reads == old.writes == 0
     del driver.map[ours.fileno()]
+
+
+def test_channel_moved_to_another_socket(driver):
+    peer_old, ours_old = driver.pair()
+    peer_new, ours_new = driver.pair()
+    chan = driver.channel(SendChannel, ours_old)
+    settled(driver, chan)
+    chan.del_channel()
+    chan.set_socket(ours_new, driver.map_arg)
+    ours_new.setblocking(False)
+    peer_old.sendall(b"old")
+    peer_new.sendall(b"new")
+    driver.within(1, lambda: chan.received == b"new", "read from the new socket")
+    driver.quiet()
+    assert chan.received == b"new"
+    chan.out_buffer = b"out"
+    driver.within(1, lambda: not chan.out_buffer, "wrote to the new socket")
+    assert recv_exactly(peer_new, 3) == b"out"
 
 
 def socket_at(fd, source):

@@ -23,10 +23,10 @@ import sys
 import threading
 import time
 
-import asynchat
-import asyncore
 import pytest
 
+import asynchat
+import asyncore
 from support import DEADLINE, HAS_POLL, HOST4
 
 resource = pytest.importorskip("resource", reason="RLIMIT_NOFILE needs the resource module")
