@@ -1,0 +1,22 @@
+# C declarations the compiled core needs: the platform layer in compat.h.
+
+cdef extern from "compat.h" nogil:
+    const int CYASYNCORE_DEBUG
+    const int CYA_HAVE_POLL
+    const short CYA_POLLIN
+    const short CYA_POLLPRI
+    const short CYA_POLLOUT
+    const short CYA_POLLERR
+    const short CYA_POLLHUP
+    const short CYA_POLLNVAL
+
+    ctypedef struct cya_pollfd:
+        int fd
+        short events
+        short revents
+
+    int cya_poll(cya_pollfd *fds, unsigned long n, int ms)
+    Py_ssize_t cya_find(const char *hay, Py_ssize_t hlen,
+                        const char *needle, Py_ssize_t nlen)
+    Py_ssize_t cya_prefix_at_end(const char *hay, Py_ssize_t hlen,
+                                 const char *needle, Py_ssize_t nlen)
