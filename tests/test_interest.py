@@ -442,27 +442,28 @@ def test_out_buffer_bytearray_mutated_in_place(driver):
 
 
 class Relay(SendChannel):
-    """Appends what it reads to another channel's out_buffer, bypassing send()."""
+    """Queues what it reads on another channel, bypassing send() and push()."""
 
     target = None
 
     def handle_read(self):
         data = self.recv(65536)
         self.reads += 1
-        self.target.out_buffer += data
+        queue_output(self.target, data)
 
 
-def test_out_buffer_extended_from_another_channels_handler(driver):
+@pytest.mark.parametrize("cls", BUFFERED, ids=BUFFERED_IDS)
+def test_output_queued_from_another_channels_handler(driver, cls):
     peer_a, ours_a = driver.pair()
     peer_b, ours_b = driver.pair()
     relay = driver.channel(Relay, ours_a)
-    target = driver.channel(SendChannel, ours_b)
+    target = driver.channel(cls, ours_b)
     relay.target = target
     settled(driver, target)
     peer_a.sendall(b"relayed")
     driver.within(1, lambda: relay.reads == 1, "relay read its input")
-    assert target.out_buffer == b"relayed"
-    driver.within(1, lambda: not target.out_buffer, "relayed bytes sent")
+    assert pending_output(target)
+    driver.within(1, lambda: not pending_output(target), "relayed bytes sent")
     assert recv_exactly(peer_b, 7) == b"relayed"
 
 
@@ -953,3 +954,38 @@ def test_class_swapped_on_the_instance(driver):
     driver.within(1, lambda: chan.writes >= 1, "write event after __class__ swap")
     chan.__class__ = SendChannel
     settled(driver, chan)
+
+
+@pytest.mark.skipif(not HAS_POLL, reason="no select.poll")
+def test_loop_mode_switched_between_passes():
+    # Both modes over one map, alternating: neither may keep stale interest
+    # from the passes the other one ran.
+    peer, ours = connected_pair()
+    chan_map = {}
+    try:
+        chan = SendChannel(ours, map=chan_map)
+        modes = iter([False, True] * 8)
+
+        def run_pass():
+            asyncore.loop(timeout=PASS_TIMEOUT, use_poll=next(modes), map=chan_map, count=1)
+
+        for _ in range(QUIET_PASSES):
+            run_pass()
+        chan.out_buffer = b"first"
+        run_pass()
+        assert chan.out_buffer == b"" and chan.writes == 1
+        run_pass()
+        chan.out_buffer = b"second"
+        run_pass()
+        assert chan.out_buffer == b"" and chan.writes == 2
+        assert recv_exactly(peer, 11) == b"firstsecond"
+        peer.sendall(b"in")
+        run_pass()
+        assert chan.received == b"in"
+        for _ in range(QUIET_PASSES):
+            run_pass()
+        assert chan.writes == 2 and chan.reads == 1
+    finally:
+        asyncore.close_all(map=chan_map, ignore_all=True)
+        peer.close()
+        ours.close()
