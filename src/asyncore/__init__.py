@@ -347,15 +347,24 @@ class dispatcher_with_send(dispatcher):
     """A dispatcher whose send() buffers what the socket does not take at once.
 
     3.11 kept the pending bytes in one bytes object and re-sliced all of it
-    after every partial send, so a large send to a slow reader cost time
-    quadratic in its size.  Here they live in a bytearray with a read offset
-    that is compacted only when more than half of it has been sent: every
-    byte is copied a bounded number of times.  ``out_buffer`` still reads
-    (and may be assigned) as the bytes not yet sent.
+    after every send, so a large send to a slow reader cost time quadratic in
+    its size.  Here send() appends to a private bytearray that is consumed
+    through an offset and compacted only when more than half of it is sent:
+    every byte is copied a bounded number of times.
+
+    ``out_buffer`` keeps its 3.11 meaning.  Reading it gives the bytes not
+    yet sent (as bytes, the type 3.11 had); an object assigned to it is kept
+    as it is, so a program may grow its own bytearray in place, until a send
+    consumes part of it, when 3.11 too replaced it with a new object.
     """
 
     # Largest piece handed to the socket at once, as in 3.11.
     _SEND_MAX = 65536
+
+    # Pending output is _wbuf[_woff:]; _wown says _wbuf is our private bytearray.
+    _wbuf = b""
+    _woff = 0
+    _wown = False
 
     def __init__(self, sock=None, map=None):
         dispatcher.__init__(self, sock, map)
@@ -363,26 +372,47 @@ class dispatcher_with_send(dispatcher):
 
     @property
     def out_buffer(self):
-        return bytes(self._wbuf[self._woff :])
+        if self._wown:
+            # Settle into one bytes object, so reading it again costs nothing.
+            self._wbuf = bytes(memoryview(self._wbuf)[self._woff :])
+            self._woff = 0
+            self._wown = False
+        elif self._woff:
+            self._wbuf = self._wbuf[self._woff :]
+            self._woff = 0
+        return self._wbuf
 
     @out_buffer.setter
     def out_buffer(self, data):
-        self._wbuf = bytearray(data)
+        self._wbuf = data
         self._woff = 0
+        self._wown = False
 
     def initiate_send(self):
         start = self._woff
-        chunk = bytes(self._wbuf[start : start + self._SEND_MAX])
+        if self._wown:
+            chunk = bytes(memoryview(self._wbuf)[start : start + self._SEND_MAX])
+        else:
+            chunk = self._wbuf[start : start + self._SEND_MAX]
         sent = dispatcher.send(self, chunk)
-        # send() may have closed the channel, or a handler replaced the buffer.
-        if sent and self._wbuf:
-            self._woff += sent
-            if self._woff >= len(self._wbuf):
-                self._wbuf = bytearray()
-                self._woff = 0
-            elif self._woff > len(self._wbuf) // 2:
-                del self._wbuf[: self._woff]
-                self._woff = 0
+        if sent:
+            self._consume(sent)
+
+    def _consume(self, sent):
+        end = self._woff + sent
+        if not self._wown:
+            # 3.11 made a new object of the rest here; so do we, and own it.
+            self._wbuf = bytearray(self._wbuf[end:])
+            self._woff = 0
+            self._wown = True
+        elif end >= len(self._wbuf):
+            self._wbuf = bytearray()
+            self._woff = 0
+        elif end > len(self._wbuf) // 2:
+            del self._wbuf[:end]
+            self._woff = 0
+        else:
+            self._woff = end
 
     def handle_write(self):
         self.initiate_send()
@@ -396,6 +426,10 @@ class dispatcher_with_send(dispatcher):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             # 3.11 concatenated onto bytes; keep its error for non-bytes.
             data = b"" + data
+        if not self._wown:
+            self._wbuf = bytearray(self._wbuf[self._woff :])
+            self._woff = 0
+            self._wown = True
         self._wbuf += data
         self.initiate_send()
 
