@@ -70,13 +70,19 @@ IMPLEMENTATIONS = (
                    groups=frozenset({"idle"}), expect_core="pure"),
     Implementation("pyasyncore", "PyPI pyasyncore/pyasynchat (3.11's code), select loop",
                    _asyncore(VENV_PYASYNCORE)),
+    # The asyncio rows place the asyncore figures among today's alternatives;
+    # the asynchat- and dispatcher_with_send-specific scenarios (bulk through a
+    # numeric terminator, slow send) compare asyncore implementations and C.
     Implementation("asyncio", "asyncio Protocol",
-                   (str(VENV_CY), "-P", str(SERVERS / "asyncio_protocol_server.py"), "{mode}")),
+                   (str(VENV_CY), "-P", str(SERVERS / "asyncio_protocol_server.py"), "{mode}"),
+                   groups=frozenset({"echo", "idle", "lines", "churn"})),
     Implementation("asyncio-streams", "asyncio streams (StreamReader/StreamWriter)",
-                   (str(VENV_CY), "-P", str(SERVERS / "asyncio_streams_server.py"), "{mode}")),
+                   (str(VENV_CY), "-P", str(SERVERS / "asyncio_streams_server.py"), "{mode}"),
+                   groups=frozenset({"echo", "idle", "churn"})),
     Implementation("uvloop", "uvloop, asyncio Protocol",
                    (str(VENV_CY), "-P", str(SERVERS / "asyncio_protocol_server.py"), "{mode}",
-                    "--uvloop")),
+                    "--uvloop"),
+                   groups=frozenset({"echo", "idle", "lines", "churn"})),
 )
 IMPL_BY_NAME = {impl.name: impl for impl in IMPLEMENTATIONS}
 REFERENCE = "c"
@@ -187,6 +193,7 @@ class Record:
     reason: str = ""
     samples: list[Sample] = field(default_factory=list)
     rss_kib: int | None = None   # server's resident set after the last phase
+    seconds: float = 0.0         # wall time the whole cell took, set-up included
 
     def units(self, s: Sample) -> float:
         return s.bytes / 1e6 if self.scenario.per_mb else s.ops

@@ -121,10 +121,11 @@ def slowsend(table: Table, path: Path) -> None:
 
 def all_plots(table: Table, folder: Path) -> list[Path]:
     made = []
-    for name, draw, group in (("throughput.png", throughput, None),
-                              ("idle_latency.png", idle_latency, "idle"),
-                              ("slowsend.png", slowsend, "slowsend")):
-        if group is None or group in table.groups():
+    groups = set(table.groups())
+    for name, draw, wanted in (("throughput.png", throughput, {"echo", "lines", "bulk", "churn"}),
+                               ("idle_latency.png", idle_latency, {"idle"}),
+                               ("slowsend.png", slowsend, {"slowsend"})):
+        if wanted & groups:
             draw(table, folder / name)
             made.append(folder / name)
     return made

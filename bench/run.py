@@ -37,16 +37,20 @@ OUT = BENCH / "out"
 class Settings:
     name: str
     warmups: int
+    warmup_ms: int
     runs: int
     phase_ms: int
+    setup_budget: float   # seconds a server gets to accept its idle connections
 
     def describe(self) -> str:
-        return (f"{self.name}: {self.warmups} warm-up + {self.runs} measured runs of "
-                f"{self.phase_ms} ms per cell (slow send: one transfer per run)")
+        return (f"{self.name}: {self.warmups} warm-up run of {self.warmup_ms} ms + "
+                f"{self.runs} measured runs of {self.phase_ms} ms per cell, in a fresh server "
+                f"(slow send: one transfer per run); at most {self.setup_budget:.0f} s to "
+                f"open the idle connections")
 
 
-QUICK = Settings("quick", warmups=1, runs=3, phase_ms=300)
-FULL = Settings("full", warmups=2, runs=7, phase_ms=1000)
+QUICK = Settings("quick", warmups=1, warmup_ms=150, runs=3, phase_ms=200, setup_budget=10)
+FULL = Settings("full", warmups=2, warmup_ms=500, runs=7, phase_ms=1000, setup_budget=120)
 
 
 class Progress:
@@ -187,7 +191,7 @@ def targets_text(table: report.Table) -> str:
 
 def save_json(records: list[Record], path: Path) -> None:
     data = [{"impl": r.impl, "scenario": dataclasses.asdict(r.scenario), "status": r.status,
-             "reason": r.reason, "rss_kib": r.rss_kib,
+             "reason": r.reason, "rss_kib": r.rss_kib, "seconds": r.seconds,
              "samples": [dataclasses.asdict(s) for s in r.samples]} for r in records]
     path.write_text(json.dumps(data, indent=1))
 
@@ -197,7 +201,7 @@ def load_json(path: Path) -> list[Record]:
     for item in json.loads(path.read_text()):
         records.append(Record(item["impl"], Scenario(**item["scenario"]), item["status"],
                               item["reason"], [Sample(**s) for s in item["samples"]],
-                              item["rss_kib"]))
+                              item["rss_kib"], item.get("seconds", 0.0)))
     return records
 
 
@@ -249,11 +253,14 @@ def main(argv=None) -> int:
         try:
             for scenario, impl in cells:
                 progress.step(f"{impl.name} {scenario.name}")
+                cell_start = time.monotonic()
                 if broken[impl.name]:
                     records.append(Record(impl.name, scenario, "failed", broken[impl.name]))
                 else:
                     records.append(measure.run(impl, scenario, settings.warmups,
-                                               settings.runs, settings.phase_ms))
+                                               settings.runs, settings.phase_ms,
+                                               settings.warmup_ms, settings.setup_budget))
+                records[-1].seconds = time.monotonic() - cell_start
                 progress.done += 1
             progress.finish()
         finally:

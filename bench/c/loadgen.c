@@ -6,8 +6,9 @@
  *           [--rcvbuf BYTES]
  *
  * MODE: echo | lines | bulk | slowsend | churn.  After its connections are
- * set up (K idle ones first, each proven accepted by a one-byte echo) it
- * prints "READY" and then obeys commands on stdin, one per line:
+ * set up (K idle ones first, each proven accepted by a one-byte echo, with an
+ * "IDLE <count>" line after every batch) it prints "READY" and then obeys
+ * commands on stdin, one per line:
  *   go MILLISECONDS [ARG]   run one measured phase, print one JSON line
  *   quit                    exit (closing every connection)
  * Between phases nothing is in flight, so the driver can read the server's
@@ -157,6 +158,9 @@ static void open_idle(void)
                 fail("idle recv");
         }
         done += n;
+        /* Progress for the driver, which gives set-up a time budget. */
+        printf("IDLE %d\n", done);
+        fflush(stdout);
     }
 }
 
