@@ -66,6 +66,67 @@ bench-full: bench-setup
 
 # ---- stress and sanitizer targets (owned by the fault suite) ----
 
+.PHONY: stress asan
+
+# Stress runs on the newest Python found unless told otherwise
+# (make stress STRESS_PYTHONS="$(PYTHONS)" for all of them).  Its tests are
+# named stress_*.py so plain pytest runs never collect them; they take longer
+# than the suite's per-test timeout, hence the override.
+STRESS_PYTHONS ?= $(firstword $(PYTHONS))
+STRESS_ARGS ?=
+
+stress:
+	$(need_pythons)
+	@for py in $(STRESS_PYTHONS); do \
+	  echo "== stress on $$py"; \
+	  vpy=$$(tools/venv.sh "$$py" test); \
+	  $$vpy -c 'import asyncore; print("asyncore", asyncore.__file__, "core:", asyncore.CORE)'; \
+	  time $$vpy -P -m pytest tests/stress -o python_files='stress_*.py' -o timeout=1200 \
+	    -s -q $(STRESS_ARGS) || exit 1; \
+	done
+
+# The suite against an extension built with AddressSanitizer and
+# UndefinedBehaviorSanitizer, in its own venv (.venv/asan-py3.X) so the
+# ordinary build is untouched.  CPython itself is not instrumented, so:
+# - libasan is preloaded: its runtime must be in the process before any
+#   instrumented code is loaded;
+# - detect_leaks=0: the leak checker would report everything the
+#   interpreter keeps until exit (interned strings, static types, arenas),
+#   none of it ours; leaks of ours are the stress target's job;
+# - PYTHONMALLOC=malloc: objects the core allocates come from malloc, not
+#   from pymalloc's arenas, so ASan sees overruns and use-after-free on them.
+# Any report aborts the run (halt_on_error, -fno-sanitize-recover), and the
+# log is searched for reports as well, in case one was printed by a child.
+ASAN_PYTHON ?= $(firstword $(PYTHONS))
+ASAN_ARGS ?=
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
+
+asan:
+	$(need_pythons)
+	@py="$(ASAN_PYTHON)"; \
+	venv=.venv/asan-$$("$$py" -c 'import sys; print("py%d.%d" % sys.version_info[:2])'); \
+	[ -x "$$venv/bin/python" ] || { "$$py" -m venv "$$venv"; "$$venv/bin/python" -m pip install -q --upgrade pip; }; \
+	"$$venv/bin/python" -m pip install -q "setuptools>=69" "Cython>=3.0.10,<4" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100"; \
+	echo "== building the extension with $(ASAN_FLAGS)"; \
+	rm -rf build; \
+	CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
+	  "$$venv/bin/python" -m pip install -q --no-deps --force-reinstall --no-build-isolation --no-cache-dir .; \
+	rm -rf build; \
+	log=$$(mktemp); \
+	echo "== tests under ASan/UBSan (log: $$log)"; \
+	start=$$(date +%s); \
+	status=0; \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0:print_stacktrace=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PYTHONMALLOC=malloc \
+	  "$$venv/bin/python" -P -m pytest -q $(ASAN_ARGS) 2>&1 | tee "$$log" || status=$$?; \
+	echo "== asan: $$(( $$(date +%s) - start )) s"; \
+	if grep -qE 'ERROR: AddressSanitizer|runtime error:|SUMMARY: (Address|UndefinedBehavior)Sanitizer' "$$log"; then \
+	  echo "error: sanitizer report in $$log" >&2; exit 1; \
+	fi; \
+	exit $$status
+
 # ---- packaging and lint targets (owned by packaging) ----
 
 # The newest Python 3.12+ builds the release artefacts and runs the linters.
