@@ -172,6 +172,14 @@ class TestAttributes:
         assert type(chat.producer_fifo) is collections.deque
         assert len(chat.producer_fifo) == 0
 
+    def test_buffers_are_plain_instance_attributes(self):
+        # Code that copies, pickles or inspects a channel's __dict__ finds
+        # the three buffers there.
+        state = vars(asynchat.async_chat())
+        assert state["ac_in_buffer"] == b""
+        assert state["incoming"] == []
+        assert type(state["producer_fifo"]) is collections.deque
+
     def test_buffers_are_per_instance(self):
         first, second = asynchat.async_chat(), asynchat.async_chat()
         assert first.incoming is not second.incoming
@@ -683,6 +691,24 @@ class TestStateSeenFromCallbacks:
         ]
         assert chat.incoming == [b"abc", b"de"]
 
+    def test_subclass_declaring_the_buffer_at_class_level(self):
+        class Declared(self.Snapshotting):
+            ac_in_buffer = b""
+
+            def found_terminator(self):
+                super().found_terminator()
+                self.ac_in_buffer = b""
+
+        chat = Declared(b"\r\n").feed(b"ab\r")
+        assert chat.ac_in_buffer == b"\r"
+        assert vars(chat)["ac_in_buffer"] == b"\r"
+        chat.feed(b"\ncd\r\nlost\r\n")
+        assert chat.snapshots == [
+            ("data", b"ab", b"ab\r", b"\r\n", []),
+            ("found", b"cd\r\nlost\r\n", b"\r\n", [b"ab"]),
+        ]
+        assert chat.ac_in_buffer == b""
+
     def test_found_terminator_discarding_the_rest_of_the_buffer(self):
         class Discarding(self.Snapshotting):
             def found_terminator(self):
@@ -777,6 +803,38 @@ class TestStateSeenFromCallbacks:
             ("data", b"d", b"d\n", b"\n", []),
             ("found", b"", b"\n", [b"d"]),
         ]
+
+    @pytest.mark.parametrize("look_at_the_buffer", [False, True])
+    def test_negative_terminator_set_directly_mid_buffer(self, look_at_the_buffer):
+        # set_terminator() refuses a negative count, the attribute does not;
+        # 3.11 then slices with it: all but the last byte, then found.
+        class Negative(ScriptedChat):
+            def found_terminator(self):
+                super().found_terminator()
+                if look_at_the_buffer:
+                    self.events.append(("buffer", self.ac_in_buffer))
+                self.terminator = -1 if self.terminator == b"\n" else b"\n"
+
+        chat = Negative(b"\n").feed(b"a\nbcd")
+        events = [event for event in chat.events if event[0] != "buffer"]
+        assert events == [
+            ("data", b"a"),
+            ("found", b"\n"),
+            ("data", b"bc"),
+            ("found", 0),
+            ("data", b"d"),
+        ]
+
+    def test_closing_inside_found_terminator_finishes_the_read(self):
+        class Quitting(self.Snapshotting):
+            def found_terminator(self):
+                super().found_terminator()
+                self.close()
+
+        chat = Quitting(b"\n").feed(b"QUIT\nmore\n")
+        lines = [s[1] for s in chat.snapshots if s[0] == "data"]
+        assert lines == [b"QUIT", b"more"]
+        assert not chat.connected
 
     def test_found_terminator_replacing_incoming(self):
         class Fresh(self.Snapshotting):
