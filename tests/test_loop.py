@@ -469,6 +469,55 @@ class _LoopTests:
 
     # ---- real dispatchers
 
+    def test_dispatcher_subclass_overrides_are_used(self, socketpairs):
+        # TLS wrappers and the like override the event methods themselves.
+        log = []
+        a, _ = socketpairs(with_data=True)
+
+        class Override(asyncore.dispatcher):
+            def readable(self):
+                log.append("readable")
+                return True
+
+            def writable(self):
+                log.append("writable")
+                return True
+
+            def handle_read_event(self):
+                log.append("read_event")
+
+            def handle_write_event(self):
+                log.append("write_event")
+
+            def handle_expt_event(self):
+                log.append("expt_event")
+
+        m = {}
+        d = Override(a, map=m)
+        try:
+            self.loop(m)
+        finally:
+            d.close()
+        assert log == ["readable", "writable", "read_event", "write_event"]
+
+    def test_instance_attribute_overrides_are_used(self, socketpairs):
+        log = []
+        a, _ = socketpairs(with_data=True)
+        m = {}
+        d = asyncore.dispatcher(a, map=m)
+        try:
+            d.readable = lambda: True
+            d.writable = lambda: False
+            d.handle_read_event = lambda: log.append("instance read_event")
+            self.loop(m)
+            assert log == ["instance read_event"]
+            d.writable = lambda: True
+            d.accepting = True
+            self.loop(m)
+            assert log == ["instance read_event"] * 2
+        finally:
+            d.close()
+
     def test_oob_data_reaches_handle_expt(self):
         class Receiver(asyncore.dispatcher):
             def __init__(self, sock):
