@@ -191,7 +191,7 @@ def _other_share(before: _Counters, after: _Counters) -> float:
     for cpu, own in ours.items():
         busy = after.busy.get(cpu, 0.0) - before.busy.get(cpu, 0.0)
         worst = max(worst, (busy - own) / wall)
-    return max(worst, 0.0)
+    return min(max(worst, 0.0), 1.0)
 
 
 def _tail(path: str, lines: int = 1) -> str:

@@ -64,7 +64,7 @@ def idle_latency(table: Table, path: Path) -> None:
     """Latency and server CPU per round trip against the number of idle
     connections, one line per implementation."""
     scenarios = [s for s in table.scenarios("idle")]
-    impls = list(dict.fromkeys(r.impl for r in table.records if r.scenario.group == "idle"))
+    impls = table.impls("idle")
     metrics = (("p50_us", "p50 latency (µs)"), ("p99_us", "p99 latency (µs)"),
                ("cpu_per_unit_us", "server CPU per round trip (µs)"))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
@@ -79,8 +79,10 @@ def idle_latency(table: Table, path: Path) -> None:
                     linestyle="--" if impl.endswith("poll") else "-")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xticks([1, 10, 100, 1000, 10000, 20000],
-                      ["0", "10", "100", "1k", "10k", "20k"])
+        ticks = sorted({max(s.idle, 1) for s in scenarios
+                        if any(table.get(i, s) for i in impls)})
+        ax.set_xticks(ticks, [f"{t // 1000}k" if t >= 1000 else "0" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("idle connections (0 plotted at 1)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
@@ -95,7 +97,7 @@ def slowsend(table: Table, path: Path) -> None:
     """Server CPU for one large send() against its size, log-log: a slope of
     1 is linear in bytes, 2 quadratic."""
     scenarios = table.scenarios("slowsend")
-    impls = list(dict.fromkeys(r.impl for r in table.records if r.scenario.group == "slowsend"))
+    impls = table.impls("slowsend")
     fig, ax = plt.subplots(figsize=(7, 4.6))
     for impl in impls:
         points = []
@@ -109,6 +111,17 @@ def slowsend(table: Table, path: Path) -> None:
                     color=COLOURS.get(impl, "grey"))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    sizes = [s.phase_arg / 2**20 for s in scenarios]
+    ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
+    ax.minorticks_off()
+    # Guides through the first point of the lowest line: what linear and
+    # quadratic growth from there would look like.
+    lows = [line.get_ydata()[0] for line in ax.get_lines()]
+    if lows and len(sizes) > 1:
+        y0, x0 = min(lows), sizes[0]
+        for power, style in ((1, ":"), (2, "--")):
+            ax.plot(sizes, [y0 * (x / x0) ** power for x in sizes], style, color="grey",
+                    linewidth=1, label=f"size^{power} guide")
     ax.set_xlabel("size of the one send() (MiB)")
     ax.set_ylabel("server CPU for the transfer (ms)")
     ax.grid(True, which="both", alpha=0.3)

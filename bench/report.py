@@ -66,6 +66,11 @@ class Table:
                 seen.setdefault(rec.scenario.name, rec.scenario)
         return list(seen.values())
 
+    def impls(self, group: str | None = None) -> list[str]:
+        """Implementations with records (in the group), in the matrix's order."""
+        names = {r.impl for r in self.records if group is None or r.scenario.group == group}
+        return [name for name in IMPL_BY_NAME if name in names]
+
     def groups(self) -> list[str]:
         return list(dict.fromkeys(r.scenario.group for r in self.records))
 
@@ -138,9 +143,10 @@ def group_rows(table: Table, group: str) -> tuple[list[str], list[list[str]], li
     return header, rows, notes
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], labels: int = 2) -> str:
+    """A markdown table whose first `labels` columns are text, the rest numbers."""
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+             "|" + "|".join("---" if i < labels else "---:" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -153,19 +159,56 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])
 
 
+def growth(k: float) -> str:
+    return "linear" if k < 1.25 else "quadratic" if k > 1.6 else "superlinear"
+
+
 def slowsend_summary(table: Table) -> list[list[str]]:
     rows = []
-    for impl in dict.fromkeys(r.impl for r in table.records if r.scenario.group == "slowsend"):
+    for impl in table.impls("slowsend"):
         k = table.slowsend_exponent(impl)
-        if k is None:
-            continue
-        verdict = "linear" if k < 1.25 else "quadratic" if k > 1.6 else "superlinear"
-        rows.append([impl, f"{k:.2f}", verdict])
+        if k is not None:
+            rows.append([impl, f"{k:.2f}", growth(k)])
     return rows
 
 
+def health(table: Table) -> list[str]:
+    """Whether the run can be trusted: the load generator's headroom, the C
+    reference's lead, and how busy the rest of the machine was."""
+    ok = [r for r in table.records if r.ok]
+    if not ok:
+        return []
+    lines = []
+    busiest = max(ok, key=lambda r: r.client_load or 0)
+    lines.append(f"load generator: at most {busiest.client_load:.0%} of its core "
+                 f"({busiest.scenario.name}, {busiest.impl})")
+    wins, total, losses = 0, 0, []
+    for group in table.groups():
+        for scenario in table.scenarios(group):
+            c_rate = table.value(REFERENCE, scenario, "rate")
+            others = [(r.rate, r.impl) for r in ok
+                      if r.scenario.name == scenario.name and r.impl != REFERENCE]
+            if c_rate is None or not others:
+                continue
+            total += 1
+            best, who = max(others)
+            if c_rate >= best:
+                wins += 1
+            else:
+                losses.append(f"{scenario.name}: {who} {si(best)} vs C {si(c_rate)}")
+    lines.append(f"the C server is the fastest in {wins} of {total} scenarios"
+                 + (f" (not in {'; '.join(losses)})" if losses else ""))
+    noisy = [r for r in ok if r.other_share > NOISE_LIMIT]
+    worst = max(r.other_share for r in ok)
+    lines.append(f"other processes: {len(noisy)} of {len(ok)} cells flagged ⚠; at worst they "
+                 f"took {worst:.0%} of a bench core during a run"
+                 + (" — rates and latencies of this run are unreliable; the server-CPU "
+                    "figures much less so" if len(noisy) > len(ok) // 4 else ""))
+    return lines
+
+
 def terminal(table: Table) -> str:
-    out = []
+    out = [f"  {line}" for line in health(table)]
     for group in table.groups():
         header, rows, notes = group_rows(table, group)
         out += ["", f"== {GROUP_TITLES[group]}", text_table(header, rows)]
@@ -190,8 +233,7 @@ HEADLINE = (
 def headline(table: Table) -> str:
     header = ["implementation", *(title for _, _, title in HEADLINE), "slow send CPU ∝ size^k"]
     rows = []
-    impls = dict.fromkeys(r.impl for r in table.records)
-    for impl in impls:
+    for impl in table.impls():
         row = [impl]
         for scenario, metric, _ in HEADLINE:
             rec = table.by_key.get((impl, scenario))
@@ -204,7 +246,7 @@ def headline(table: Table) -> str:
         k = table.slowsend_exponent(impl)
         row.append("" if k is None else f"{k:.2f}")
         rows.append(row)
-    return markdown_table(header, rows)
+    return markdown_table(header, rows, labels=1)
 
 
 def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) -> str:
@@ -228,6 +270,10 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
         "⚠ marks runs during which other processes took more than "
         f"{NOISE_LIMIT:.0%} of a bench core (from `/proc/stat`).",
         "",
+        "## Health of this run",
+        "",
+        *(f"- {line}" for line in health(table)),
+        "",
         "## Headline",
         "",
         headline(table),
@@ -243,7 +289,7 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
         lines += ["## Targets for the compiled core", "", targets, ""]
     lines.append("## Implementations")
     lines.append("")
-    for impl in dict.fromkeys(r.impl for r in table.records):
+    for impl in table.impls():
         lines.append(f"- `{impl}`: {IMPL_BY_NAME[impl].description}")
     for group in table.groups():
         header, rows, notes = group_rows(table, group)
@@ -258,5 +304,5 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
             lines += ["", "Growth of the server's CPU time with the size of the one send() "
                       "(k = 1: linear, k = 2: quadratic):", "",
                       markdown_table(["implementation", "CPU ∝ size^k", "so"],
-                                     slowsend_summary(table))]
+                                     slowsend_summary(table), labels=1)]
     return "\n".join(lines) + "\n"

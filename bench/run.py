@@ -49,7 +49,7 @@ class Settings:
                 f"open the idle connections")
 
 
-QUICK = Settings("quick", warmups=1, warmup_ms=150, runs=3, phase_ms=200, setup_budget=10)
+QUICK = Settings("quick", warmups=1, warmup_ms=100, runs=3, phase_ms=150, setup_budget=8)
 FULL = Settings("full", warmups=2, warmup_ms=500, runs=7, phase_ms=1000, setup_budget=120)
 
 
@@ -183,7 +183,7 @@ def targets_text(table: report.Table) -> str:
         if k is not None:
             verdict = "linear in bytes: met" if k < 1.25 else "not linear"
             if impl in ("pure", "pyasyncore"):
-                verdict = "linear" if k < 1.25 else "superlinear"
+                verdict = report.growth(k)
             lines.append(f"- **slow-reader send**, `{impl}`: server CPU ∝ size^{k:.2f} "
                          f"({verdict})")
     return "\n".join(lines)
