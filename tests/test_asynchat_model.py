@@ -144,27 +144,39 @@ def predict(stream, first_terminator, read_ends):
 
 
 class ProtocolChat(asynchat.async_chat):
-    """Follows protocol_step; records what it sees from the callbacks."""
+    """Follows protocol_step; records what it sees from the callbacks.
 
-    def __init__(self, first_terminator, sock=None, map=None):
+    ``observe`` says from which callbacks the channel reads ac_in_buffer:
+    "never", "found" (found_terminator) or "always" (both callbacks).
+    Reading it must not change what happens next, so the runs that never
+    look check the unobserved path.
+    """
+
+    def __init__(self, first_terminator, sock=None, map=None, observe="found"):
         super().__init__(sock, map)
         self.set_terminator(first_terminator)
+        self.observe = observe
         self.line_terminator = first_terminator
         self.in_body = False
         self.pieces = []
         self.empty_collects = 0
+        # Collected bytes that ac_in_buffer did not start with at the time.
+        self.misplaced_collects = []
         self.found = []
         self.closed = False
 
     def collect_incoming_data(self, data):
         if not data:
             self.empty_collects += 1
+        if self.observe == "always" and not self.ac_in_buffer.startswith(data):
+            self.misplaced_collects.append((bytes(data), bytes(self.ac_in_buffer)))
         self.pieces.append(bytes(data))
 
     def found_terminator(self):
         record = b"".join(self.pieces)
         self.pieces = []
-        self.found.append((record, self.get_terminator(), bytes(self.ac_in_buffer)))
+        buffered = None if self.observe == "never" else bytes(self.ac_in_buffer)
+        self.found.append((record, self.get_terminator(), buffered))
         was_body, self.in_body = self.in_body, False
         terminator, self.line_terminator = protocol_step(was_body, self.line_terminator, record)
         self.in_body = isinstance(terminator, int) and not was_body and bool(terminator)
@@ -179,8 +191,8 @@ class ProtocolChat(asynchat.async_chat):
 
 
 class ScriptedProtocolChat(ProtocolChat):
-    def __init__(self, first_terminator):
-        super().__init__(first_terminator)
+    def __init__(self, first_terminator, observe="found"):
+        super().__init__(first_terminator, observe=observe)
         self.script = []
 
     def recv(self, buffer_size):
@@ -253,10 +265,10 @@ def split_streams(draw):
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(split_streams())
-def test_scripted_reads_match_the_model(case):
+@given(split_streams(), st.sampled_from(["never", "found", "always"]))
+def test_scripted_reads_match_the_model(case, observe):
     first, stream, read_ends = case
-    chat = ScriptedProtocolChat(first)
+    chat = ScriptedProtocolChat(first, observe)
     after_reads = []
     start = 0
     for end in read_ends:
@@ -265,9 +277,12 @@ def test_scripted_reads_match_the_model(case):
         after_reads.append(chat.state())
         start = end
     expected_found, expected_after_reads = predict(stream, first, read_ends)
+    if observe == "never":
+        expected_found = [(data, at_found, None) for data, at_found, _ in expected_found]
     assert chat.found == expected_found
     assert after_reads == expected_after_reads
     assert chat.empty_collects == 0
+    assert chat.misplaced_collects == []
 
 
 @settings(
@@ -315,12 +330,13 @@ TRANSPORTS = ["tcp"] + (["unix"] if support.HAS_UNIX else [])
     st.integers(1, 32),
     st.sampled_from(TRANSPORTS),
     st.booleans() if support.HAS_POLL else st.just(False),
+    st.sampled_from(["found", "always"]),
 )
-def test_real_sockets_match_the_model(case, in_buffer_size, transport, use_poll):
+def test_real_sockets_match_the_model(case, in_buffer_size, transport, use_poll, observe):
     first, stream, read_ends = case
     client, server = _transport_pair(transport)
     with client, support.private_map() as channel_map:
-        chat = ProtocolChat(first, server, channel_map)
+        chat = ProtocolChat(first, server, channel_map, observe)
         # A small receive size forces many reads whatever the kernel merges.
         chat.ac_in_buffer_size = in_buffer_size
         start = 0
@@ -341,6 +357,7 @@ def test_real_sockets_match_the_model(case, in_buffer_size, transport, use_poll)
     _, expected_final = predict(stream, first, [len(stream)])
     assert [chat.state()] == expected_final
     assert chat.empty_collects == 0
+    assert chat.misplaced_collects == []
 
 
 @pytest.mark.parametrize("first", TERMINATORS)
