@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -1326,6 +1327,27 @@ class TestOverSockets:
         support.loop_until(lambda: b"".join(chat.incoming) == b"rest\nof it", use_poll=use_poll)
         assert chat.lines == [b"LEN 5", b"ab\ncd", b"RAW"]
         assert chat.get_terminator() is None
+        chat.close()
+
+    def test_large_counted_body_spans_several_reads(self, pair, use_poll):
+        client, server = pair
+        body = bytes(range(256)) * 800  # more than three ac_in_buffer_size reads
+        done = threading.Event()
+
+        class Counted(LineChannel):
+            def found_terminator(self):
+                super().found_terminator()
+                if self.get_terminator() == 0:
+                    done.set()
+                else:
+                    self.set_terminator(len(body))
+
+        chat = Counted(server)
+        with support.LoopThread(use_poll=use_poll):
+            client.sendall(b"BODY\n" + body + b"after")
+            assert done.wait(support.DEADLINE)
+        assert chat.lines == [b"BODY", body]
+        assert chat.get_terminator() == 0
         chat.close()
 
     def test_large_push_arrives_whole(self, pair, use_poll):
