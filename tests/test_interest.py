@@ -21,7 +21,7 @@ import pytest
 
 import asynchat
 import asyncore
-from support import DEADLINE, HAS_POLL, connected_pair, recv_exactly
+from support import DEADLINE, HAS_POLL, LoopThread, connected_pair, recv_exactly
 
 # Long enough that a ready descriptor is always reported within the pass,
 # short enough that a missed change fails fast.
@@ -394,6 +394,22 @@ def test_accepting_holds_back_queued_output_until_unset(driver):
     assert recv_exactly(peer, 9) == b"held back"
 
 
+def test_accepting_patched_on_the_class(driver):
+    class Patched(PlainChannel):
+        pass
+
+    peer, ours = driver.pair()
+    chan = driver.channel(Patched, ours)
+    driver.within(1, lambda: chan.write_events >= 1, "write event on a connected dispatcher")
+    Patched.accepting = True
+    events = chan.write_events
+    driver.quiet()
+    assert chan.write_events == events, "a channel of an accepting class was polled for writing"
+    del Patched.accepting
+    driver.within(1, lambda: chan.write_events > events, "write event after the class reverted")
+    assert not chan.errors
+
+
 # --------------------------------------------------------------------------
 # dispatcher_with_send.out_buffer touched directly
 # --------------------------------------------------------------------------
@@ -450,6 +466,25 @@ def test_out_buffer_left_after_a_send_grown_in_place(driver):
     chan.out_buffer.extend(b" again")
     driver.within(1, lambda: chan.writes == 2 and not chan.out_buffer, "grown again and sent")
     assert recv_exactly(peer, 11) == b"first again"
+
+
+@pytest.mark.parametrize("cls", BUFFERED, ids=BUFFERED_IDS)
+def test_output_queued_from_another_thread(cls, use_poll):
+    # The loop runs in a thread, as in test servers; the main thread queues
+    # output behind its back.  3.11 sends it on the loop's next pass.
+    peer, ours = connected_pair()
+    chan_map = {}
+    try:
+        chan = cls(ours, map=chan_map)
+        with LoopThread(map=chan_map, use_poll=use_poll, timeout=PASS_TIMEOUT):
+            # Only once: a second update could race the loop thread's own
+            # update of out_buffer after a send, in 3.11 as here.
+            queue_output(chan, b"from the main thread")
+            assert recv_exactly(peer, 20) == b"from the main thread"
+    finally:
+        asyncore.close_all(map=chan_map, ignore_all=True)
+        peer.close()
+        ours.close()
 
 
 class Relay(SendChannel):
