@@ -10,6 +10,7 @@ only call ``readable``, ``writable``, ``accepting`` and the event methods.
 """
 
 import errno
+import select
 import os
 import socket
 import threading
@@ -658,3 +659,110 @@ class TestPoll(_LoopTests):
         pipes.close(w)
         asyncore.poll3(0.01, {r: Channel(log, "r", writable=False)})
         assert log == [("r", "close")]
+
+
+# --------------------------------------------------------------------------
+# module globals that 3.11's passes look up at call time
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_poll,name", [(False, "poll"), (True, "poll2")])
+def test_loop_calls_a_replaced_pass(monkeypatch, socketpairs, use_poll, name):
+    original = getattr(asyncore, name)
+    calls = []
+
+    def counting(timeout=0.0, map=None):
+        calls.append(timeout)
+        original(timeout, map)
+
+    monkeypatch.setattr(asyncore, name, counting)
+    a, _ = socketpairs()
+    m = {a.fileno(): Channel([], "a", readable=False)}
+    asyncore.loop(0.01, use_poll, m, 3)
+    assert calls == [0.01] * 3
+
+
+def test_poll_dispatches_through_module_helpers(monkeypatch, socketpairs):
+    # Programs replace asyncore.read/write/_exception to wrap every event.
+    seen = []
+    for name in ("read", "write", "_exception"):
+        original = getattr(asyncore, name)
+
+        def wrapper(obj, _name=name, _original=original):
+            seen.append(_name)
+            _original(obj)
+
+        monkeypatch.setattr(asyncore, name, wrapper)
+    log = []
+    a, _ = socketpairs(with_data=True)
+    asyncore.poll(0.01, {a.fileno(): Channel(log, "a")})
+    assert seen == ["read", "write"]
+    assert log == [("a", "read"), ("a", "write")]
+
+
+@pytest.mark.skipif(not HAS_POLL, reason="no select.poll")
+def test_poll2_dispatches_through_module_readwrite(monkeypatch, socketpairs):
+    seen = []
+    original = asyncore.readwrite
+
+    def wrapper(obj, flags):
+        seen.append(flags & (select.POLLIN | select.POLLOUT))
+        original(obj, flags)
+
+    monkeypatch.setattr(asyncore, "readwrite", wrapper)
+    log = []
+    a, _ = socketpairs(with_data=True)
+    asyncore.poll2(0.01, {a.fileno(): Channel(log, "a")})
+    assert seen == [select.POLLIN | select.POLLOUT]
+    assert log == [("a", "read"), ("a", "write")]
+
+
+def test_poll_waits_with_the_current_select_function(monkeypatch, socketpairs):
+    # Cooperative libraries (gevent's monkey patching) replace select.select.
+    calls = []
+    original = select.select
+
+    def patched(r, w, e, timeout=None):
+        calls.append((list(r), list(w), list(e), timeout))
+        return original(r, w, e, timeout)
+
+    monkeypatch.setattr(select, "select", patched)
+    a, _ = socketpairs()
+    fd = a.fileno()
+    asyncore.poll(0.01, {fd: Channel([], "a")})
+    assert calls == [([fd], [fd], [fd], 0.01)]
+
+
+@pytest.mark.skipif(not HAS_POLL, reason="no select.poll")
+def test_poll2_waits_with_the_current_poll_object(monkeypatch, socketpairs):
+    registered = []
+    original = select.poll
+
+    class Recording:
+        def __init__(self):
+            self.inner = original()
+
+        def register(self, fd, flags):
+            registered.append((fd, flags))
+            self.inner.register(fd, flags)
+
+        def poll(self, timeout=None):
+            registered.append(("poll", timeout))
+            return self.inner.poll(timeout)
+
+    monkeypatch.setattr(select, "poll", Recording)
+    a, _ = socketpairs()
+    fd = a.fileno()
+    asyncore.poll2(0.25, {fd: Channel([], "a")})
+    assert registered == [
+        (fd, select.POLLIN | select.POLLPRI | select.POLLOUT),
+        ("poll", 250),
+    ]
+
+
+def test_idle_pass_sleeps_through_time_sleep(monkeypatch, socketpairs):
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    a, _ = socketpairs()
+    asyncore.poll(0.125, {a.fileno(): Channel([], "a", readable=False, writable=False)})
+    assert slept == [0.125]
