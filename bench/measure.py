@@ -245,8 +245,16 @@ def run(impl: Implementation, scenario: Scenario, warmups: int, runs: int,
 
         # Set-up is bounded as a whole: a loop that pays for every open
         # descriptor on each pass accepts the idle connections ever slower.
-        setup_deadline = time.monotonic() + setup_budget
-        opened = 0
+        setup_start = time.monotonic()
+        setup_deadline = setup_start + setup_budget
+        opened, last_batch = 0, setup_start
+
+        def too_slow(extra: str = "") -> BenchError:
+            return BenchError(
+                f"set-up too slow: {opened:,} of {scenario.idle:,} idle connections accepted "
+                f"and answered in {time.monotonic() - setup_start:.1f}s{extra} "
+                f"(budget {setup_budget:.0f}s)")
+
         while True:
             left = setup_deadline - time.monotonic()
             try:
@@ -254,13 +262,19 @@ def run(impl: Implementation, scenario: Scenario, warmups: int, runs: int,
             except BenchError as exc:
                 if "timed out" not in str(exc):
                     raise
-                raise BenchError(
-                    f"set-up too slow: {opened:,} of {scenario.idle:,} idle connections "
-                    f"accepted and answered within {setup_budget:.0f}s") from None
+                raise too_slow() from None
             if line == "READY":
                 break
             if line.startswith("IDLE "):
-                opened = int(line.split()[1])
+                now, done = time.monotonic(), int(line.split()[1])
+                batch_rate = (done - opened) / max(now - last_batch, 1e-6)
+                opened, last_batch = done, now
+                # A loop that pays for every open descriptor on each pass only
+                # slows down as connections pile up: give up as soon as even
+                # the latest batch's rate cannot finish within the budget.
+                eta = (scenario.idle - opened) / batch_rate
+                if opened >= 1024 and now + eta > setup_deadline:
+                    raise too_slow(f"; at the latest rate the rest needs {eta:.0f}s more")
         for phase in range(warmups + runs):
             before = _Counters.read(server.pid, loadgen.pid)
             duration = warmup_ms if phase < warmups else phase_ms
