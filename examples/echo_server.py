@@ -8,9 +8,10 @@ socket cannot take at once, so the handler only has to read and send.
 """
 
 import argparse
-import asyncore
 import socket
 import sys
+
+import asyncore
 
 
 class EchoHandler(asyncore.dispatcher_with_send):

@@ -8,10 +8,11 @@ connection (HTTP/1.0 servers do that after the response).
 """
 
 import argparse
-import asyncore
 import socket
 import sys
 from urllib.parse import urlsplit
+
+import asyncore
 
 
 class HTTPClient(asyncore.dispatcher):

@@ -195,7 +195,9 @@ def test_disconnected_errnos():
     assert type(asyncore._DISCONNECTED) is frozenset
 
 
-@pytest.mark.parametrize("cls", ["dispatcher", "dispatcher_with_send", "file_wrapper", "file_dispatcher", "ExitNow"])
+@pytest.mark.parametrize(
+    "cls", ["dispatcher", "dispatcher_with_send", "file_wrapper", "file_dispatcher", "ExitNow"]
+)
 def test_class_module_and_qualname(cls):
     obj = getattr(asyncore, cls)
     assert obj.__module__ == "asyncore"
@@ -456,7 +458,10 @@ def test_readwrite_disconnect_raised_by_handle_close_calls_it_again():
 
 
 @pytest.mark.parametrize("exc_type", [asyncore.ExitNow, KeyboardInterrupt, SystemExit])
-@pytest.mark.parametrize("event,flag", [("read", "POLLIN"), ("write", "POLLOUT"), ("expt", "POLLPRI"), ("close", "POLLHUP")])
+@pytest.mark.parametrize(
+    "event,flag",
+    [("read", "POLLIN"), ("write", "POLLOUT"), ("expt", "POLLPRI"), ("close", "POLLHUP")],
+)
 def test_readwrite_reraises(exc_type, event, flag):
     obj = Duck(**{event: exc_type()})
     with pytest.raises(exc_type):
@@ -478,7 +483,9 @@ def _call_raiser():
 
 
 def _expected_tbinfo(exc):
-    return [(fs.filename, fs.name, str(fs.lineno)) for fs in traceback.extract_tb(exc.__traceback__)]
+    return [
+        (fs.filename, fs.name, str(fs.lineno)) for fs in traceback.extract_tb(exc.__traceback__)
+    ]
 
 
 def test_compact_traceback_shape_and_content():

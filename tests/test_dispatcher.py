@@ -706,7 +706,12 @@ EVENT_CASES = [
     ("handle_read_event", dict(connected=True, connecting=True), ["handle_read"], (True, True)),
     ("handle_write_event", dict(accepting=True), [], (False, False)),
     ("handle_write_event", dict(accepting=True, connecting=True), [], (False, True)),
-    ("handle_write_event", dict(connecting=True), ["handle_connect", "handle_write"], (True, False)),
+    (
+        "handle_write_event",
+        dict(connecting=True),
+        ["handle_connect", "handle_write"],
+        (True, False),
+    ),
     ("handle_write_event", dict(), ["handle_write"], (False, False)),
     ("handle_write_event", dict(connected=True), ["handle_write"], (True, False)),
     ("handle_write_event", dict(connected=True, connecting=True), ["handle_write"], (True, True)),
@@ -737,7 +742,9 @@ def test_connect_callback_sees_the_state_before_connection():
     assert ("getsockopt", socket.SOL_SOCKET, socket.SO_ERROR) in d.socket.calls
 
 
-@pytest.mark.parametrize("method", ["handle_connect_event", "handle_read_event", "handle_write_event"])
+@pytest.mark.parametrize(
+    "method", ["handle_connect_event", "handle_read_event", "handle_write_event"]
+)
 def test_connect_event_with_socket_error_raises(method):
     d = fake_dispatcher(connecting=True, so_error=errno.ECONNREFUSED)
     with pytest.raises(OSError) as info:
@@ -765,7 +772,12 @@ def test_overridden_connect_event_is_used_by_read_event():
     d = fake_dispatcher(cls=Custom, connecting=True)
     d.handle_read_event()
     d.handle_write_event()
-    assert d.events == ["custom_connect_event", "handle_read", "custom_connect_event", "handle_write"]
+    assert d.events == [
+        "custom_connect_event",
+        "handle_read",
+        "custom_connect_event",
+        "handle_write",
+    ]
 
 
 # --------------------------------------------------------------------------
@@ -1311,7 +1323,7 @@ class _ConnectionTests:
             f"({ValueError}:handler failed "
         )
         assert lines[0].startswith(prefix)
-        frames = re.findall(r"\[([^|\]]*)\|([^|\]]*)\|(\d+)\]", lines[0][len(prefix):])
+        frames = re.findall(r"\[([^|\]]*)\|([^|\]]*)\|(\d+)\]", lines[0][len(prefix) :])
         # Innermost the handler, then the dispatcher method that called it; any
         # outer frames belong to the loop and differ between implementations.
         assert frames[-1][:2] == (__file__, "handle_read")
@@ -1353,7 +1365,9 @@ class _ConnectionTests:
         server.listen(5)
         try:
             # addr is what bind() was given, not the bound port.
-            assert repr(server) == f"<asyncore.dispatcher listening {self.host}:0 at {hex_id(server)}>"
+            assert (
+                repr(server) == f"<asyncore.dispatcher listening {self.host}:0 at {hex_id(server)}>"
+            )
         finally:
             server.close()
 

@@ -145,9 +145,9 @@ def test_echo_server_serves_several_clients(family, host, use_poll, capsys):
             # Interleave the clients so several handlers have data at once.
             for round_ in range(3):
                 messages = [b"client %d round %d\n" % (i, round_) for i in range(len(clients))]
-                for c, message in zip(clients, messages):
+                for c, message in zip(clients, messages, strict=True):
                     c.sendall(message)
-                for c, message in zip(clients, messages):
+                for c, message in zip(clients, messages, strict=True):
                     assert recv_exactly(c, len(message)) == message
             # A payload bigger than the socket buffers exercises the send buffer.
             big = os.urandom(256 * 1024)

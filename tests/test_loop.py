@@ -10,8 +10,9 @@ only call ``readable``, ``writable``, ``accepting`` and the event methods.
 """
 
 import errno
-import select
 import os
+import select
+import signal
 import socket
 import threading
 import time
@@ -468,6 +469,62 @@ class _LoopTests:
         self.loop(m)
         assert log == self.self_removal_events
 
+    def test_nested_loop_inside_a_handler(self, socketpairs):
+        # Synchronous helpers run a pass of their own from inside a handler.
+        log = []
+        a, a_peer = socketpairs(with_data=True)
+        b, _ = socketpairs(with_data=True)
+        m = {}
+
+        def nested():
+            a.recv(100)  # consume, so the nested pass does not see "a" again
+            asyncore.loop(0.01, self.use_poll, m, 1)
+
+        m[a.fileno()] = Channel(log, "a", writable=False, on={"read": nested})
+        m[b.fileno()] = Channel(log, "b", writable=False)
+        self.loop(m)
+        # "b" is served by the nested pass, then again by the outer one.
+        assert log == [("a", "read"), ("b", "read"), ("b", "read")]
+
+    @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+    def test_signal_handler_exception_ends_the_wait(self, socketpairs):
+        # A signal during the wait runs its Python handler at once; an
+        # exception from the handler leaves the loop before any event.
+        log = []
+        a, b = socketpairs()
+        waiting = threading.Event()
+        handler_ran = threading.Event()
+        main = threading.main_thread().ident
+
+        class Waiting(Channel):
+            def readable(self):
+                waiting.set()
+                return True
+
+        def on_signal(signum, frame):
+            handler_ran.set()
+            raise asyncore.ExitNow("signalled")
+
+        def interrupter():
+            waiting.wait(DEADLINE)
+            signal.pthread_kill(main, signal.SIGUSR1)
+            if not handler_ran.wait(DEADLINE):
+                # The wait swallowed the signal: wake it so the test can fail.
+                b.sendall(b"x")
+
+        assert threading.get_ident() == main
+        previous = signal.signal(signal.SIGUSR1, on_signal)
+        thread = threading.Thread(target=interrupter)
+        try:
+            thread.start()
+            m = {a.fileno(): Waiting(log, "a", writable=False)}
+            with pytest.raises(asyncore.ExitNow, match="signalled"):
+                asyncore.loop(DEADLINE * 3, self.use_poll, m, 1)
+        finally:
+            thread.join(DEADLINE * 2)
+            signal.signal(signal.SIGUSR1, previous)
+        assert log == []
+
     # ---- real dispatchers
 
     def test_dispatcher_subclass_overrides_are_used(self, socketpairs):
@@ -561,8 +618,9 @@ class _LoopTests:
             servers.append(EchoServer(socket.AF_INET6, HOST6))
         clients = []
         try:
-            with LoopThread(use_poll=self.use_poll, timeout=0.1), LoopThread(
-                use_poll=self.use_poll, timeout=0.1
+            with (
+                LoopThread(use_poll=self.use_poll, timeout=0.1),
+                LoopThread(use_poll=self.use_poll, timeout=0.1),
             ):
                 for round_ in range(3):
                     for i, server in enumerate(servers):
