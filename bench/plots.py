@@ -29,6 +29,18 @@ THROUGHPUT_SCENARIOS = ("echo-1x64", "echo-1x16K", "echo-100x64", "echo-100x16K"
 
 
 def throughput(table: Table, path: Path) -> None:
+    _bars(table, path, "rate", lambda s: s.rate_unit,
+          "Throughput per scenario (higher is better; median of runs)")
+
+
+def server_cpu(table: Table, path: Path) -> None:
+    _bars(table, path, "cpu_per_unit_us",
+          lambda s: "server CPU ms/MB" if s.per_mb else f"server CPU µs/{s.unit}",
+          "Server CPU per operation, from the kernel's accounting (lower is better)",
+          scale=lambda s: 1e-3 if s.per_mb else 1.0)
+
+
+def _bars(table: Table, path: Path, metric: str, unit, title: str, scale=lambda s: 1.0) -> None:
     """Grouped bars: one group per scenario, one bar per implementation, each
     scenario on its own axis because their units differ."""
     scenarios = [s for group in table.groups() for s in table.scenarios(group)
@@ -38,7 +50,7 @@ def throughput(table: Table, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     for ax, scenario in zip(axes.flat, scenarios):
         impls = [r.impl for r in table.records if r.scenario.name == scenario.name]
-        values = [table.value(i, scenario, "rate") or 0 for i in impls]
+        values = [(table.value(i, scenario, metric) or 0) * scale(scenario) for i in impls]
         bars = ax.bar(range(len(impls)), values, color=[COLOURS.get(i, "grey") for i in impls])
         for bar, value, impl in zip(bars, values, impls):
             label = si(value) if value else ("n/a" if table.by_key[(impl, scenario.name)].status
@@ -47,14 +59,14 @@ def throughput(table: Table, path: Path) -> None:
                         ha="center", va="bottom", fontsize=7, rotation=90,
                         xytext=(0, 2), textcoords="offset points")
         ax.set_title(f"{scenario.name}\n{scenario.title}", fontsize=8)
-        ax.set_ylabel(scenario.rate_unit, fontsize=8)
+        ax.set_ylabel(unit(scenario), fontsize=8)
         ax.set_xticks(range(len(impls)), impls, rotation=60, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.set_ylim(0, max(values + [1]) * 1.3)
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: si(v)))
     for ax in list(axes.flat)[len(scenarios):]:
         ax.axis("off")
-    fig.suptitle("Throughput per scenario (higher is better; median of runs)")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -135,7 +147,9 @@ def slowsend(table: Table, path: Path) -> None:
 def all_plots(table: Table, folder: Path) -> list[Path]:
     made = []
     groups = set(table.groups())
-    for name, draw, wanted in (("throughput.png", throughput, {"echo", "lines", "bulk", "churn"}),
+    bars = {"echo", "lines", "bulk", "churn"}
+    for name, draw, wanted in (("throughput.png", throughput, bars),
+                               ("server_cpu.png", server_cpu, bars),
                                ("idle_latency.png", idle_latency, {"idle"}),
                                ("slowsend.png", slowsend, {"slowsend"})):
         if wanted & groups:

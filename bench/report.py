@@ -280,6 +280,8 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
         "",
         "![throughput](throughput.png)",
         "",
+        "![server CPU per operation](server_cpu.png)",
+        "",
         "![latency against idle connections](idle_latency.png)",
         "",
         "![slow-reader send](slowsend.png)",
