@@ -50,7 +50,7 @@ class Settings:
 
 
 QUICK = Settings("quick", warmups=1, warmup_ms=100, runs=3, phase_ms=150, setup_budget=8)
-FULL = Settings("full", warmups=2, warmup_ms=500, runs=7, phase_ms=1000, setup_budget=120)
+FULL = Settings("full", warmups=1, warmup_ms=500, runs=5, phase_ms=1000, setup_budget=120)
 
 
 class Progress:
