@@ -193,6 +193,18 @@ def test_class_attribute_defaults():
     assert type(d.ignore_log_types) is frozenset
 
 
+def test_socket_attributes_are_not_delegated():
+    # Old asyncore forwarded unknown attributes to the socket; 3.11 does not.
+    client, server = connected_pair()
+    with client:
+        d = asyncore.dispatcher(server)
+        try:
+            for name in ("fileno", "getsockname", "setsockopt", "family"):
+                assert not hasattr(d, name)
+        finally:
+            d.close()
+
+
 def test_new_dispatcher_without_socket():
     d = asyncore.dispatcher()
     assert d.socket is None
@@ -1167,6 +1179,9 @@ class _ConnectionTests:
                 sock, addr = pair
                 assert addr == client.getsockname()
                 assert isinstance(sock, socket.socket)
+                # accept() hands over what socket.accept() made (blocking, the
+                # default timeout); wrapping it in a dispatcher makes it non-blocking.
+                assert sock.gettimeout() == socket.getdefaulttimeout()
                 handler = asyncore.dispatcher(sock)
                 try:
                     assert sock.gettimeout() == 0.0
