@@ -153,6 +153,12 @@ def test_socket_module_is_reachable_as_attribute():
     assert asyncore.socket is socket
 
 
+@pytest.mark.parametrize("name", ["os", "select", "socket", "sys", "time", "warnings"])
+def test_modules_3_11_imported_are_attributes(name):
+    # Programs reach them through asyncore (asyncore.socket.error and the like).
+    assert getattr(asyncore, name) is sys.modules[name]
+
+
 def test_poll3_is_poll2():
     assert asyncore.poll3 is asyncore.poll2
 
