@@ -66,6 +66,7 @@ cdef enum:
 # Set at the bottom of this module (see there for why).
 cdef object RERAISED = None
 cdef object DISCONNECTED = None
+cdef object PYTIME_TOO_LARGE = None
 cdef object _pure = None
 
 
@@ -292,7 +293,7 @@ cdef int select_timeout_ms(object timeout) except -2:
         if timeout < 0:
             raise ValueError("timeout must be non-negative")
         if timeout > MAX_SECONDS_INT:
-            raise OverflowError("timestamp too large to convert to C _PyTime_t")
+            raise OverflowError(PYTIME_TOO_LARGE)
         seconds = <double>timeout
     else:
         raise TypeError("timeout must be a float or None")
@@ -400,6 +401,7 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
     cdef int fd
     cdef int ms = -1
     cdef dict seen = None
+    original = timeout
     if timeout is not None:
         timeout = int(timeout * 1000)
     if not map:
@@ -432,10 +434,11 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
             p.pfd[m].revents = 0
             m += 1
         if timeout is not None:
-            # poll() takes milliseconds in a C int; any negative means "forever".
-            if not -2147483648 <= timeout <= MAX_WAIT_MS:
-                raise OverflowError("timeout is too large")
-            ms = timeout
+            ms = _poll_timeout_ms(timeout)
+        if m == 0 and ms < 0:
+            # Nothing can ever end this wait: 3.11 hung here for good.  Fail
+            # the way the select-style pass does with nothing to wait for.
+            time.sleep(original)
         if _wait(p.pfd, m, ms) == 0:
             return 0
         for j in range(m):
@@ -447,6 +450,15 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
     finally:
         p.release()
     return 0
+
+
+cdef int _poll_timeout_ms(object ms) except? -2:
+    """poll()'s check of a millisecond timeout, with its errors; negative is -1."""
+    if not -9223372036854 <= ms <= 9223372036854:
+        raise OverflowError(PYTIME_TOO_LARGE)
+    if not -2147483648 <= ms <= MAX_WAIT_MS:
+        raise OverflowError("timeout is too large")
+    return ms if ms >= 0 else -1
 
 
 cdef inline object _lookup_fd(object map, int fd):
@@ -522,12 +534,14 @@ def chat_consume(chan, data):
                 chan._ac_pos = pos
                 chan.terminator = chan.terminator - lb
             else:
-                n = terminator
+                # A count below -lb slices like -lb - 1: to nothing.
+                n = max(terminator, -lb - 1)
                 chan._ac_in = buf
                 chan._ac_pos = pos
-                chan.collect_incoming_data(buf[pos:pos + n])
+                chan.collect_incoming_data(buf[pos:pos + _count(n, lb)])
                 buf = chan._ac_in
-                pos = min(<Py_ssize_t>chan._ac_pos + n, len(buf))
+                pos = chan._ac_pos
+                pos = min(pos + _count(n, len(buf) - pos), len(buf))
                 chan._ac_in = buf
                 chan._ac_pos = pos
                 chan.terminator = 0
@@ -570,6 +584,11 @@ def chat_consume(chan, data):
     chan._ac_pos = pos
 
 
+cdef inline Py_ssize_t _count(Py_ssize_t n, Py_ssize_t available) noexcept:
+    # A negative count slices from the end, as 3.11's rest[:n] did.
+    return n if n >= 0 else max(available + n, 0)
+
+
 cdef Py_ssize_t _find(object buf, object needle, Py_ssize_t pos) except -2:
     cdef Py_ssize_t found
     if type(buf) is bytes and type(needle) is bytes:
@@ -597,8 +616,10 @@ cdef Py_ssize_t _prefix_at_end(object buf, Py_ssize_t pos, object needle) except
 # so that nested import finds a complete core.
 from asyncore import _core_py as _pure_module
 from asyncore._common import DISCONNECTED as _DISCONNECTED
+from asyncore._common import PYTIME_TOO_LARGE as _PYTIME_TOO_LARGE
 from asyncore._common import RERAISED as _RERAISED
 
 RERAISED = _RERAISED
 DISCONNECTED = _DISCONNECTED
+PYTIME_TOO_LARGE = _PYTIME_TOO_LARGE
 _pure = _pure_module

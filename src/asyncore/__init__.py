@@ -361,10 +361,13 @@ class dispatcher_with_send(dispatcher):
     # Largest piece handed to the socket at once, as in 3.11.
     _SEND_MAX = 65536
 
-    # Pending output is _wbuf[_woff:]; _wown says _wbuf is our private bytearray.
+    # Pending output is _wbuf[_woff:].  _wown says _wbuf is a private
+    # bytearray nobody else holds; _wkind is the type 3.11's out_buffer would
+    # have (bytes, or bytearray when a program assigned one).
     _wbuf = b""
     _woff = 0
     _wown = False
+    _wkind = bytes
 
     def __init__(self, sock=None, map=None):
         dispatcher.__init__(self, sock, map)
@@ -373,8 +376,12 @@ class dispatcher_with_send(dispatcher):
     @property
     def out_buffer(self):
         if self._wown:
-            # Settle into one bytes object, so reading it again costs nothing.
-            self._wbuf = bytes(memoryview(self._wbuf)[self._woff :])
+            # Hand out the pending bytes as the type 3.11 would have had, and
+            # stop treating them as private: the caller may keep or grow them.
+            if self._wkind is bytearray:
+                del self._wbuf[: self._woff]
+            else:
+                self._wbuf = bytes(memoryview(self._wbuf)[self._woff :])
             self._woff = 0
             self._wown = False
         elif self._woff:
@@ -398,13 +405,17 @@ class dispatcher_with_send(dispatcher):
         if sent:
             self._consume(sent)
 
+    def _own(self, start):
+        """Make _wbuf[start:] a private bytearray, as 3.11 made a new object."""
+        self._wkind = bytearray if isinstance(self._wbuf, bytearray) else bytes
+        self._wbuf = bytearray(self._wbuf[start:])
+        self._woff = 0
+        self._wown = True
+
     def _consume(self, sent):
         end = self._woff + sent
         if not self._wown:
-            # 3.11 made a new object of the rest here; so do we, and own it.
-            self._wbuf = bytearray(self._wbuf[end:])
-            self._woff = 0
-            self._wown = True
+            self._own(end)
         elif end >= len(self._wbuf):
             self._wbuf = bytearray()
             self._woff = 0
@@ -427,9 +438,7 @@ class dispatcher_with_send(dispatcher):
             # 3.11 concatenated onto bytes; keep its error for non-bytes.
             data = b"" + data
         if not self._wown:
-            self._wbuf = bytearray(self._wbuf[self._woff :])
-            self._woff = 0
-            self._wown = True
+            self._own(self._woff)
         self._wbuf += data
         self.initiate_send()
 

@@ -6,8 +6,18 @@ whichever core is active: programs catch it around ``loop()``.
 
 import errno
 import select
+import sys
 
-__all__ = ["ExitNow", "DISCONNECTED", "RERAISED", "POLLIN", "POLLPRI", "POLLOUT", "POLLCLOSE"]
+__all__ = [
+    "ExitNow",
+    "DISCONNECTED",
+    "RERAISED",
+    "PYTIME_TOO_LARGE",
+    "POLLIN",
+    "POLLPRI",
+    "POLLOUT",
+    "POLLCLOSE",
+]
 
 
 class ExitNow(Exception):
@@ -41,3 +51,9 @@ POLLHUP = getattr(select, "POLLHUP", 0x010)
 POLLNVAL = getattr(select, "POLLNVAL", 0x020)
 # Any of these after a poll means the channel is finished.
 POLLCLOSE = POLLHUP | POLLERR | POLLNVAL
+
+# CPython's own words when a timeout overflows its internal time type; the
+# type was renamed in 3.13, and the message with it.
+PYTIME_TOO_LARGE = "timestamp too large to convert to C %s" % (
+    "_PyTime_t" if sys.version_info < (3, 13) else "PyTime_t"
+)

@@ -27,6 +27,7 @@ from ._common import (
     POLLNVAL,
     POLLOUT,
     POLLPRI,
+    PYTIME_TOO_LARGE,
     RERAISED,
 )
 
@@ -135,7 +136,7 @@ def select_timeout_ms(timeout):
         if timeout < 0:
             raise ValueError("timeout must be non-negative")
         if timeout > _MAX_SECONDS_INT:
-            raise OverflowError("timestamp too large to convert to C _PyTime_t")
+            raise OverflowError(PYTIME_TOO_LARGE)
     else:
         raise TypeError("timeout must be a float or None")
     # Round up like select() does: a positive timeout never becomes a busy poll.
@@ -209,11 +210,11 @@ def poll(timeout, map):
 
 
 def poll2(timeout, map):
-    if timeout is not None:
-        timeout = int(timeout * 1000)
+    ms = None if timeout is None else int(timeout * 1000)
     pollster = select.poll()
     if not map:
         return
+    registered = False
     for fd, obj in list(map.items()):
         flags = 0
         if obj.readable():
@@ -222,7 +223,12 @@ def poll2(timeout, map):
             flags |= POLLOUT
         if flags:
             pollster.register(fd, flags)
-    for fd, flags in pollster.poll(timeout):
+            registered = True
+    if not registered and (ms is None or ms < 0):
+        # Nothing can ever end this wait: 3.11 hung here for good.  Fail
+        # the way the select-style pass does with nothing to wait for.
+        time.sleep(timeout)
+    for fd, flags in pollster.poll(ms):
         obj = map.get(fd)
         if obj is not None:
             readwrite(obj, flags)
@@ -281,9 +287,10 @@ def chat_consume(chan, data):
             else:
                 chan._ac_in = buf
                 chan._ac_pos = pos
-                chan.collect_incoming_data(buf[pos : pos + terminator])
+                chan.collect_incoming_data(buf[pos : pos + _count(terminator, lb)])
                 buf = chan._ac_in
-                pos = min(chan._ac_pos + terminator, len(buf))
+                pos = chan._ac_pos
+                pos = min(pos + _count(terminator, len(buf) - pos), len(buf))
                 chan._ac_in = buf
                 chan._ac_pos = pos
                 chan.terminator = 0
@@ -325,6 +332,15 @@ def chat_consume(chan, data):
                 pos = 0
     chan._ac_in = buf
     chan._ac_pos = pos
+
+
+def _count(n, available):
+    """How many bytes rest[:n] takes, for a count that may be negative.
+
+    set_terminator() refuses a negative count but the attribute does not,
+    and 3.11 then sliced with it: all but the last -n bytes.
+    """
+    return n if n >= 0 else max(available + n, 0)
 
 
 def _prefix_at_end(buf, pos, needle):
