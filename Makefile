@@ -57,11 +57,13 @@ bench-setup:
 # The quick comparison (under three minutes); rewrites bench/RESULTS.md and
 # the PNG plots.  Pass BENCH_ARGS="--only echo --impl compiled --impl c" to
 # narrow it (a narrowed run writes under bench/out/ instead).
-bench: bench-setup
+bench:
+	@export BENCH_T0=$$(date +%s.%N); bench/setup.sh; \
 	bench/.venv-cy/bin/python bench/run.py --quick $(BENCH_ARGS)
 
 # Every scenario with more and longer runs and larger slow-send sizes.
-bench-full: bench-setup
+bench-full:
+	@export BENCH_T0=$$(date +%s.%N); bench/setup.sh; \
 	bench/.venv-cy/bin/python bench/run.py --full $(BENCH_ARGS)
 
 # ---- stress and sanitizer targets (owned by the fault suite) ----
