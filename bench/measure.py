@@ -183,8 +183,8 @@ def _other_share(before: _Counters, after: _Counters) -> float:
     if wall <= 0:
         return 0.0
     server = (after.server_ns - before.server_ns) / 1e9
-    ours = {SERVER_CPU: server,
-            LOADGEN_CPU: (after.loadgen_ns - before.loadgen_ns) / 1e9 + after.driver - before.driver}
+    loadgen = (after.loadgen_ns - before.loadgen_ns) / 1e9 + after.driver - before.driver
+    ours = {SERVER_CPU: server, LOADGEN_CPU: loadgen}
     if SERVER_CPU == LOADGEN_CPU:
         ours = {SERVER_CPU: sum(ours.values())}
     worst = 0.0

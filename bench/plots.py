@@ -8,7 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 from report import Table, si  # noqa: E402
 
 # One colour per implementation, the same in every figure.
@@ -48,11 +47,11 @@ def _bars(table: Table, path: Path, metric: str, unit, title: str, scale=lambda 
     cols = 4
     rows = (len(scenarios) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
-    for ax, scenario in zip(axes.flat, scenarios):
+    for ax, scenario in zip(axes.flat, scenarios, strict=False):
         impls = [r.impl for r in table.records if r.scenario.name == scenario.name]
         values = [(table.value(i, scenario, metric) or 0) * scale(scenario) for i in impls]
         bars = ax.bar(range(len(impls)), values, color=[COLOURS.get(i, "grey") for i in impls])
-        for bar, value, impl in zip(bars, values, impls):
+        for bar, value, impl in zip(bars, values, impls, strict=True):
             label = si(value) if value else ("n/a" if table.by_key[(impl, scenario.name)].status
                                              == "n/a" else "failed")
             ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -80,13 +79,13 @@ def idle_latency(table: Table, path: Path) -> None:
     metrics = (("p50_us", "p50 latency (µs)"), ("p99_us", "p99 latency (µs)"),
                ("cpu_per_unit_us", "server CPU per round trip (µs)"))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    for ax, (metric, label) in zip(axes, metrics):
+    for ax, (metric, label) in zip(axes, metrics, strict=True):
         for impl in impls:
             points = [(max(s.idle, 1), table.value(impl, s, metric)) for s in scenarios]
             points = [(x, y) for x, y in points if y is not None]
             if not points:
                 continue
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker="o", label=impl, color=COLOURS.get(impl, "grey"),
                     linestyle="--" if impl.endswith("poll") else "-")
         ax.set_xscale("log")
@@ -118,7 +117,7 @@ def slowsend(table: Table, path: Path) -> None:
             if rec:
                 points.append((s.phase_arg / 2**20, rec._median(x.server_cpu for x in rec.samples)))
         if points:
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             ax.plot(xs, [y * 1000 for y in ys], marker="o", label=impl,
                     color=COLOURS.get(impl, "grey"))
     ax.set_xscale("log", base=2)

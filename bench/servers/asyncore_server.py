@@ -11,10 +11,11 @@ protocols).  Prints "PORT <n>" once it is listening, then serves until killed.
 """
 
 import argparse
-import asynchat
-import asyncore
 import socket
 import sys
+
+import asynchat
+import asyncore
 
 
 class EchoHandler(asyncore.dispatcher_with_send):
