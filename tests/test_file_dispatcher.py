@@ -117,8 +117,9 @@ def test_wrapper_getsockopt():
             (socket.SOL_SOCKET, socket.SO_REUSEADDR),
             (socket.IPPROTO_TCP, socket.SO_ERROR),
         ]:
-            with pytest.raises(NotImplementedError):
+            with pytest.raises(NotImplementedError) as info:
                 wrapper.getsockopt(*args)
+            assert info.value.args == ("Only asyncore specific behaviour implemented.",)
     finally:
         wrapper.close()
 
