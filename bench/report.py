@@ -299,6 +299,12 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
         scen = {s.name: s.title for s in table.scenarios(group)}
         lines += [f"- `{name}`: {title}" for name, title in scen.items()]
         lines += ["", markdown_table(header, rows)]
+        if group == "idle":
+            lines += ["", "*KiB/idle conn* is the server's resident memory with the idle "
+                      "connections open less the same server's with none, per connection: "
+                      "user-space memory only (kernel socket buffers are not in RSS). The C "
+                      "server keeps the 4 KiB output buffer each connection's one-byte "
+                      "handshake echo allocated."]
         if notes:
             lines.append("")
             lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]

@@ -198,20 +198,22 @@ def targets_text(table: report.Table) -> str:
     return "\n".join(lines)
 
 
-def save_json(records: list[Record], path: Path) -> None:
+def save_json(records: list[Record], meta: dict[str, str], settings: str, path: Path) -> None:
     data = [{"impl": r.impl, "scenario": dataclasses.asdict(r.scenario), "status": r.status,
              "reason": r.reason, "rss_kib": r.rss_kib, "seconds": r.seconds,
              "samples": [dataclasses.asdict(s) for s in r.samples]} for r in records]
-    path.write_text(json.dumps(data, indent=1))
+    path.write_text(json.dumps({"meta": meta, "settings": settings, "records": data}, indent=1))
 
 
-def load_json(path: Path) -> list[Record]:
+def load_json(path: Path) -> tuple[list[Record], dict[str, str], str]:
+    """Records, machine and version facts, and settings of a saved run."""
+    data = json.loads(path.read_text())
     records = []
-    for item in json.loads(path.read_text()):
+    for item in data["records"]:
         records.append(Record(item["impl"], Scenario(**item["scenario"]), item["status"],
                               item["reason"], [Sample(**s) for s in item["samples"]],
                               item["rss_kib"], item.get("seconds", 0.0)))
-    return records
+    return records, data["meta"], data["settings"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -241,8 +243,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     if args.from_json:
-        records = load_json(args.from_json)
-        wall = None
+        # The facts of the run as it was measured, not of this machine now.
+        records, meta, described = load_json(args.from_json)
     else:
         for name in args.impl or ():
             if name not in IMPL_BY_NAME:
@@ -275,18 +277,18 @@ def main(argv=None) -> int:
         finally:
             measure.kill_children()
         wall = time.monotonic() - started
-        save_json(records, OUT / "results.json")
-
-    table = report.Table(records)
-    print(report.terminal(table))
-    meta = machine_info()
-    if wall is not None:
+        meta = machine_info()
         meta["bench wall time"] = f"{wall:.0f} s measuring"
         # `make bench` passes the time its set-up started.
         if os.environ.get("BENCH_T0"):
             total = time.time() - float(os.environ["BENCH_T0"])
-            meta["bench wall time"] += f", {total:.0f} s in all with set-up and rendering"
-    md = report.markdown(table, meta, settings.describe(), targets_text(table))
+            meta["bench wall time"] += f", {total:.0f} s in all with set-up"
+        described = settings.describe()
+        save_json(records, meta, described, OUT / "results.json")
+
+    table = report.Table(records)
+    print(report.terminal(table))
+    md = report.markdown(table, meta, described, targets_text(table))
     (out / "RESULTS.md").write_text(md)
     made = plots.all_plots(table, out)
     print(f"\nwrote {out / 'RESULTS.md'} and {', '.join(p.name for p in made)}")
