@@ -740,7 +740,20 @@ def test_loop_calls_a_replaced_pass(monkeypatch, socketpairs, use_poll, name):
     assert calls == [0.01] * 3
 
 
-def test_poll_dispatches_through_module_helpers(monkeypatch, socketpairs):
+# One pass through the public function, or through loop(), which 3.11 ran
+# with the same module-level helpers.
+SELECT_PASSES = {
+    "poll": lambda m, timeout=0.01: asyncore.poll(timeout, m),
+    "loop": lambda m, timeout=0.01: asyncore.loop(timeout, False, m, 1),
+}
+POLL_PASSES = {
+    "poll2": lambda m, timeout=0.01: asyncore.poll2(timeout, m),
+    "loop": lambda m, timeout=0.01: asyncore.loop(timeout, True, m, 1),
+}
+
+
+@pytest.mark.parametrize("via", sorted(SELECT_PASSES))
+def test_poll_dispatches_through_module_helpers(monkeypatch, socketpairs, via):
     # Programs replace asyncore.read/write/_exception to wrap every event.
     seen = []
     for name in ("read", "write", "_exception"):
@@ -753,13 +766,14 @@ def test_poll_dispatches_through_module_helpers(monkeypatch, socketpairs):
         monkeypatch.setattr(asyncore, name, wrapper)
     log = []
     a, _ = socketpairs(with_data=True)
-    asyncore.poll(0.01, {a.fileno(): Channel(log, "a")})
+    SELECT_PASSES[via]({a.fileno(): Channel(log, "a")})
     assert seen == ["read", "write"]
     assert log == [("a", "read"), ("a", "write")]
 
 
 @pytest.mark.skipif(not HAS_POLL, reason="no select.poll")
-def test_poll2_dispatches_through_module_readwrite(monkeypatch, socketpairs):
+@pytest.mark.parametrize("via", sorted(POLL_PASSES))
+def test_poll2_dispatches_through_module_readwrite(monkeypatch, socketpairs, via):
     seen = []
     original = asyncore.readwrite
 
@@ -770,12 +784,13 @@ def test_poll2_dispatches_through_module_readwrite(monkeypatch, socketpairs):
     monkeypatch.setattr(asyncore, "readwrite", wrapper)
     log = []
     a, _ = socketpairs(with_data=True)
-    asyncore.poll2(0.01, {a.fileno(): Channel(log, "a")})
+    POLL_PASSES[via]({a.fileno(): Channel(log, "a")})
     assert seen == [select.POLLIN | select.POLLOUT]
     assert log == [("a", "read"), ("a", "write")]
 
 
-def test_poll_waits_with_the_current_select_function(monkeypatch, socketpairs):
+@pytest.mark.parametrize("via", sorted(SELECT_PASSES))
+def test_poll_waits_with_the_current_select_function(monkeypatch, socketpairs, via):
     # Cooperative libraries (gevent's monkey patching) replace select.select.
     calls = []
     original = select.select
@@ -787,12 +802,13 @@ def test_poll_waits_with_the_current_select_function(monkeypatch, socketpairs):
     monkeypatch.setattr(select, "select", patched)
     a, _ = socketpairs()
     fd = a.fileno()
-    asyncore.poll(0.01, {fd: Channel([], "a")})
+    SELECT_PASSES[via]({fd: Channel([], "a")})
     assert calls == [([fd], [fd], [fd], 0.01)]
 
 
 @pytest.mark.skipif(not HAS_POLL, reason="no select.poll")
-def test_poll2_waits_with_the_current_poll_object(monkeypatch, socketpairs):
+@pytest.mark.parametrize("via", sorted(POLL_PASSES))
+def test_poll2_waits_with_the_current_poll_object(monkeypatch, socketpairs, via):
     registered = []
     original = select.poll
 
@@ -811,7 +827,7 @@ def test_poll2_waits_with_the_current_poll_object(monkeypatch, socketpairs):
     monkeypatch.setattr(select, "poll", Recording)
     a, _ = socketpairs()
     fd = a.fileno()
-    asyncore.poll2(0.25, {fd: Channel([], "a")})
+    POLL_PASSES[via]({fd: Channel([], "a")}, 0.25)
     assert registered == [
         (fd, select.POLLIN | select.POLLPRI | select.POLLOUT),
         ("poll", 250),
