@@ -290,6 +290,45 @@ class _LoopTests:
         self.loop({a.fileno(): chan})
         assert log == [("a", "read")]
 
+    @pytest.mark.parametrize("value", [0, 1, "", "yes", None, [], [0], 2.5])
+    def test_readable_result_is_used_for_its_truth(self, socketpairs, value):
+        log = []
+        a, _ = socketpairs(with_data=True)
+        self.loop({a.fileno(): Channel(log, "a", readable=value, writable=False)})
+        assert log == ([("a", "read")] if value else [])
+
+    def test_readable_result_whose_truth_fails(self, socketpairs):
+        class NoTruth:
+            def __bool__(self):
+                raise ValueError("no truth value")
+
+        a, _ = socketpairs(with_data=True)
+        with pytest.raises(ValueError, match="no truth value"):
+            self.loop({a.fileno(): Channel([], "a", readable=NoTruth(), writable=False)})
+
+    def test_accepting_is_only_read_for_writable_channels(self, socketpairs):
+        class NoAccepting:
+            # Only what the pass calls: no accepting attribute at all.
+            def __init__(self, writable):
+                self.is_writable = writable
+                self.log = []
+
+            def readable(self):
+                return True
+
+            def writable(self):
+                return self.is_writable
+
+            def handle_read_event(self):
+                self.log.append("read")
+
+        a, _ = socketpairs(with_data=True)
+        quiet = NoAccepting(writable=False)
+        self.loop({a.fileno(): quiet})
+        assert quiet.log == ["read"]
+        with pytest.raises(AttributeError):
+            self.loop({a.fileno(): NoAccepting(writable=True)})
+
     def test_readable_exception_propagates(self, socketpairs):
         a, _ = socketpairs()
 
