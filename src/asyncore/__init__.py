@@ -29,7 +29,7 @@ from errno import (  # noqa: F401  (the errno names 3.11 exposed at module level
     errorcode,
 )
 
-from . import _core
+from . import _core, _core_py
 from ._common import DISCONNECTED as _DISCONNECTED
 from ._common import RERAISED as _reraised_exceptions
 from ._common import ExitNow
@@ -59,29 +59,35 @@ def _strerror(err):
 def poll(timeout=0.0, map=None):
     if map is None:
         map = socket_map
-    _impl.poll(timeout, map)
+    if _hooks_intact():
+        _impl.poll(timeout, map)
+    else:
+        _core_py.poll(
+            timeout, map, wait=select.select, read=read, write=write, _exception=_exception
+        )
 
 
 def poll2(timeout=0.0, map=None):
     if map is None:
         map = socket_map
-    _impl.poll2(timeout, map)
+    if _hooks_intact():
+        _impl.poll2(timeout, map)
+    else:
+        _core_py.poll2(timeout, map, pollster=select.poll, readwrite=readwrite)
 
 
 # 3.11 kept the old name for poll2.
 poll3 = poll2
 
-_own_passes = (poll, poll2)
-
 
 def loop(timeout=30.0, use_poll=False, map=None, count=None):
     if map is None:
         map = socket_map
-    if (poll, poll2) == _own_passes:
+    if _hooks_intact():
         _impl.loop(timeout, use_poll, map, count)
         return
-    # A program or test replaced asyncore.poll or poll2: 3.11's loop called
-    # whatever those names held, so do the same, one pass at a time.
+    # Something the loop calls was replaced: go through the module's names
+    # one pass at a time, as 3.11's loop did.
     pass_ = poll2 if use_poll and hasattr(select, "poll") else poll
     if count is None:
         while map:
@@ -90,6 +96,33 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None):
         while map and count > 0:
             pass_(timeout, map)
             count = count - 1
+
+
+def _hooks_intact():
+    """Whether everything 3.11's loop looked up at call time is still ours.
+
+    Programs wrap asyncore.read/write/_exception/readwrite or replace
+    asyncore.poll/poll2; cooperative libraries (gevent) replace select.select
+    and select.poll.  Any of that sends the loop down the path that calls
+    the replacements, as 3.11 did; the compiled core runs otherwise.
+    """
+    core = _impl
+    return (
+        read is core.read
+        and write is core.write
+        and _exception is core._exception
+        and readwrite is core.readwrite
+        and poll is _own_poll
+        and poll2 is _own_poll2
+        and select.select is _select_select
+        and getattr(select, "poll", None) is _select_poll
+    )
+
+
+_own_poll = poll
+_own_poll2 = poll2
+_select_select = select.select
+_select_poll = getattr(select, "poll", None)
 
 
 # ------------------------------------------------------------- dispatcher
@@ -400,6 +433,7 @@ class dispatcher_with_send(dispatcher):
         if self._wown:
             chunk = bytes(memoryview(self._wbuf)[start : start + self._SEND_MAX])
         else:
+            # A bytes object of at most _SEND_MAX sliced whole is itself: no copy.
             chunk = self._wbuf[start : start + self._SEND_MAX]
         sent = dispatcher.send(self, chunk)
         if sent:
@@ -415,7 +449,12 @@ class dispatcher_with_send(dispatcher):
     def _consume(self, sent):
         end = self._woff + sent
         if not self._wown:
-            self._own(end)
+            if end >= len(self._wbuf):
+                # All of it went: nothing to keep, nothing to copy.
+                self._wbuf = b"" if type(self._wbuf) is bytes else self._wbuf[end:]
+                self._woff = 0
+            else:
+                self._own(end)
         elif end >= len(self._wbuf):
             self._wbuf = bytearray()
             self._woff = 0
@@ -437,6 +476,13 @@ class dispatcher_with_send(dispatcher):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             # 3.11 concatenated onto bytes; keep its error for non-bytes.
             data = b"" + data
+        if type(self._wbuf) is bytes and not self._wbuf and type(data) is bytes:
+            # Nothing pending, the common case: hand the caller's bytes to the
+            # socket as they are (3.11's b"" + data was data itself) and
+            # buffer only what it does not take.
+            self._wbuf = data
+            self.initiate_send()
+            return
         if not self._wown:
             self._own(self._woff)
         self._wbuf += data

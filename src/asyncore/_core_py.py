@@ -173,7 +173,13 @@ def _wait_select(r, w, e, timeout):
 # ----------------------------------------------------------------- passes
 
 
-def poll(timeout, map):
+def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception):
+    """One select-style pass.
+
+    The keyword hooks are for asyncore's own fallback: when a program has
+    replaced asyncore.read (or select.select, as gevent does), the pass runs
+    through the replacements, as 3.11's did.
+    """
     if not map:
         return
     r = []
@@ -192,7 +198,7 @@ def poll(timeout, map):
     if not (r or w or e):
         time.sleep(timeout)
         return
-    r, w, e = _wait_select(r, w, e, timeout)
+    r, w, e = (wait or _wait_select)(r, w, e, timeout)
     # The map is consulted again: a handler earlier in this pass may have
     # closed or replaced a channel.
     for fd in r:
@@ -209,9 +215,10 @@ def poll(timeout, map):
             _exception(obj)
 
 
-def poll2(timeout, map):
+def poll2(timeout, map, pollster=None, readwrite=readwrite):
+    """One poll-style pass; the hooks are as for poll()."""
     ms = None if timeout is None else int(timeout * 1000)
-    pollster = select.poll()
+    pollster = (pollster or select.poll)()
     if not map:
         return
     registered = False
