@@ -1166,15 +1166,8 @@ class _ConnectionTests:
             assert server.accept() is None  # nothing pending: EWOULDBLOCK
             address = server.socket.getsockname()[:2]
             with socket.create_connection(address, timeout=DEADLINE) as client:
-                pair = None
-
-                def accepted():
-                    nonlocal pair
-                    pair = server.accept()
-                    return pair is not None
-
-                self.loop_until(lambda: select.select([server.socket], [], [], 0)[0])
-                accepted()
+                wait_readable(server.socket)
+                pair = server.accept()
                 assert pair is not None
                 sock, addr = pair
                 assert addr == client.getsockname()
