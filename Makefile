@@ -99,6 +99,8 @@ stress:
 #   from pymalloc's arenas, so ASan sees overruns and use-after-free on them.
 # Any report aborts the run (halt_on_error, -fno-sanitize-recover), and the
 # log is searched for reports as well, in case one was printed by a child.
+# The build runs in a copy of the tree: a build/ left by an ordinary build
+# would otherwise supply uninstrumented objects.
 ASAN_PYTHON ?= $(firstword $(PYTHONS))
 ASAN_ARGS ?=
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
@@ -110,10 +112,11 @@ asan:
 	[ -x "$$venv/bin/python" ] || { "$$py" -m venv "$$venv"; "$$venv/bin/python" -m pip install -q --upgrade pip; }; \
 	"$$venv/bin/python" -m pip install -q "setuptools>=69" "Cython>=3.0.10,<4" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100"; \
 	echo "== building the extension with $(ASAN_FLAGS)"; \
-	rm -rf build; \
+	src=$$(mktemp -d); \
+	tar --exclude='.venv*' --exclude=build --exclude=dist --exclude=wheelhouse --exclude=.git --exclude='*.so' --exclude=__pycache__ -cf - . | tar -xf - -C "$$src"; \
 	CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
-	  "$$venv/bin/python" -m pip install -q --no-deps --force-reinstall --no-build-isolation --no-cache-dir .; \
-	rm -rf build; \
+	  "$$venv/bin/python" -m pip install -q --no-deps --force-reinstall --no-build-isolation --no-cache-dir "$$src"; \
+	rm -rf "$$src"; \
 	log=$$(mktemp); \
 	echo "== tests under ASan/UBSan (log: $$log)"; \
 	start=$$(date +%s); \
