@@ -257,13 +257,17 @@ def test_key_with_fileno(use_poll, ready):
     asyncore.loop(0, use_poll, {Key(): duck}, 1)
     # select() hands the key object back, so the lookup finds the channel;
     # poll() reports the number, which is not a key: no dispatch at all.
-    assert duck.calls == (["readable", "writable"] if use_poll else ["readable", "writable", "read"])
+    assert duck.calls == (
+        ["readable", "writable"] if use_poll else ["readable", "writable", "read"]
+    )
 
 
 @pytest.mark.parametrize("key", ["3", 3.0, b"3"], ids=["str", "float", "bytes"])
 def test_key_that_is_not_a_descriptor(key, use_poll):
     duck = Duck()
-    with pytest.raises(TypeError, match=r"^argument must be an int, or have a fileno\(\) method\.$"):
+    with pytest.raises(
+        TypeError, match=r"^argument must be an int, or have a fileno\(\) method\.$"
+    ):
         asyncore.loop(0, use_poll, {key: duck}, 1)
     assert duck.calls == ["readable", "writable"]
 
@@ -359,7 +363,8 @@ def _poll_expectation(timeout):
 
 
 @pytest.mark.parametrize(
-    "timeout, select_expected", [(t, s) for t, s, _ in TIMEOUTS_READY],
+    "timeout, select_expected",
+    [(t, s) for t, s, _ in TIMEOUTS_READY],
     ids=["str", "list", "complex", "-1", "-0.5", "None", "nan", "huge"],
 )
 def test_bad_timeout_with_a_ready_channel(timeout, select_expected, use_poll, ready):
@@ -430,7 +435,8 @@ class Watchdog:
 @pytest.mark.cyasyncore_only
 @pytest.mark.skipif(not HAS_POLL, reason="no poll()")
 @pytest.mark.parametrize(
-    "timeout, exc_type", [(None, TypeError), (-1, ValueError), (-0.5, ValueError)],
+    "timeout, exc_type",
+    [(None, TypeError), (-1, ValueError), (-0.5, ValueError)],
     ids=["None", "-1", "-0.5"],
 )
 def test_poll_mode_with_nothing_to_wait_for_and_no_timeout_does_not_hang(timeout, exc_type):
@@ -508,7 +514,9 @@ def test_set_terminator_accepts_what_311_accepts(term):
     chat.close()
 
 
-@pytest.mark.parametrize("data", ["text", None, 1, ["a"], 1.5], ids=["str", "None", "int", "list", "float"])
+@pytest.mark.parametrize(
+    "data", ["text", None, 1, ["a"], 1.5], ids=["str", "None", "int", "list", "float"]
+)
 def test_push_of_non_bytes(data):
     chat = asynchat.async_chat()
     with pytest.raises(TypeError) as info:

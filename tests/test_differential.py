@@ -24,14 +24,11 @@ import os
 import socket
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-import asynchat  # noqa: E402
-import asyncore  # noqa: E402
-from support import HAS_POLL  # noqa: E402
+import asynchat
+import asyncore
+from support import HAS_POLL
 
 pytestmark = pytest.mark.cyasyncore_only
 
@@ -127,8 +124,24 @@ HANDLER_BEHAVIOURS = [
     "add_channel",
     "missing",
 ]
-HANDLERS = ["handle_read_event", "handle_write_event", "handle_expt_event", "handle_close", "handle_error"]
-KEY_KINDS = ["ready", "ready", "idle", "closed", "negative", "text", "fileno_ready", "fileno_idle", "big"]
+HANDLERS = [
+    "handle_read_event",
+    "handle_write_event",
+    "handle_expt_event",
+    "handle_close",
+    "handle_error",
+]
+KEY_KINDS = [
+    "ready",
+    "ready",
+    "idle",
+    "closed",
+    "negative",
+    "text",
+    "fileno_ready",
+    "fileno_idle",
+    "big",
+]
 
 SAFE_TIMEOUTS = [0, 0.0, "x", [], float("nan"), 1e300]
 COUNTS = [1, 1, 2, 0, -1, 1.5, True, "x"]
@@ -181,7 +194,9 @@ channel_specs = st.fixed_dictionaries(
         "readable": st.sampled_from(PREDICATES),
         "writable": st.sampled_from(PREDICATES),
         "accepting": st.sampled_from(["false", "false", "true", "missing"]),
-        "handlers": st.fixed_dictionaries({h: st.sampled_from(HANDLER_BEHAVIOURS) for h in HANDLERS}),
+        "handlers": st.fixed_dictionaries(
+            {h: st.sampled_from(HANDLER_BEHAVIOURS) for h in HANDLERS}
+        ),
     }
 )
 

@@ -46,7 +46,9 @@ class Conn:
 
     def on_write(self):
         if not self.out:
-            room = min(self.window - (self.next_send - self.next_recv), self.rounds - self.next_send)
+            room = min(
+                self.window - (self.next_send - self.next_recv), self.rounds - self.next_send
+            )
             first = self.next_send
             self.out = b"".join(record(self.id, s) for s in range(first, first + room))
             self.next_send += room
@@ -56,7 +58,9 @@ class Conn:
     def on_read(self):
         data = self.sock.recv(1 << 16)
         if not data:
-            raise AssertionError(f"connection {self.id}: server closed after {self.next_recv} records")
+            raise AssertionError(
+                f"connection {self.id}: server closed after {self.next_recv} records"
+            )
         buf = self.inbuf + data
         whole = len(buf) - len(buf) % RECORD
         for offset in range(0, whole, RECORD):
@@ -89,7 +93,9 @@ def main():
     try:
         while pending:
             if time.monotonic() > end:
-                raise AssertionError(f"deadline of {deadline}s passed with {pending} connections unfinished")
+                raise AssertionError(
+                    f"deadline of {deadline}s passed with {pending} connections unfinished"
+                )
             for key, events in sel.select(1.0):
                 c = key.data
                 if events & selectors.EVENT_WRITE and c.want_write():
@@ -111,7 +117,16 @@ def main():
     for c in all_conns:
         c.sock.close()
     total = sum(c.next_recv for c in all_conns)
-    print(json.dumps({"round_trips": total, "connections": len(all_conns), "seconds": elapsed, "error": error}))
+    print(
+        json.dumps(
+            {
+                "round_trips": total,
+                "connections": len(all_conns),
+                "seconds": elapsed,
+                "error": error,
+            }
+        )
+    )
     return 1 if error else 0
 
 

@@ -139,7 +139,9 @@ def run_cycles(count, use_poll):
     return tally
 
 
-@pytest.mark.parametrize("use_poll", [False] + ([True] if HAS_POLL else []), ids=lambda p: "poll" if p else "select")
+@pytest.mark.parametrize(
+    "use_poll", [False] + ([True] if HAS_POLL else []), ids=lambda p: "poll" if p else "select"
+)
 def test_connect_close_cycles(use_poll, core):
     started_tracing = not tracemalloc.is_tracing()
     if started_tracing:

@@ -100,7 +100,16 @@ def run_echo(rounds_per_conn, use_poll):
     handlers = []
     listeners = [Listener(Echo, m, handlers), Listener(LineEcho, m, handlers)]
     ports = ",".join(str(lst.socket.getsockname()[1]) for lst in listeners)
-    args = [sys.executable, CLIENT, HOST4, ports, str(CONNS_PER_KIND), str(rounds_per_conn), str(WINDOW), str(DEADLINE)]
+    args = [
+        sys.executable,
+        CLIENT,
+        HOST4,
+        ports,
+        str(CONNS_PER_KIND),
+        str(rounds_per_conn),
+        str(WINDOW),
+        str(DEADLINE),
+    ]
     client = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     end = time.monotonic() + DEADLINE + 30
     try:
@@ -120,7 +129,9 @@ def run_echo(rounds_per_conn, use_poll):
     return json.loads(out), handlers
 
 
-@pytest.mark.parametrize("use_poll", [False] + ([True] if HAS_POLL else []), ids=lambda p: "poll" if p else "select")
+@pytest.mark.parametrize(
+    "use_poll", [False] + ([True] if HAS_POLL else []), ids=lambda p: "poll" if p else "select"
+)
 def test_echo_round_trips(use_poll, core):
     conns = 2 * CONNS_PER_KIND
     started_tracing = not tracemalloc.is_tracing()
