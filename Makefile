@@ -172,6 +172,7 @@ typecheck: $(LINT_VENV)/.ready
 	$(LINT_VENV)/bin/python -P -m mypy.stubtest asyncore asynchat _asyncore_core \
 	  --allowlist tools/stubtest-allowlist.txt
 	$(LINT_VENV)/bin/mypy --strict src/asyncore/__init__.pyi src/asynchat/__init__.pyi src/_asyncore_core.pyi
+	$(LINT_VENV)/bin/mypy --strict tools/typed_usage.py
 	$(LINT_VENV)/bin/mypy --strict examples/
 
 # Build the release artefacts here and test them as installed, away from src/:

@@ -96,6 +96,9 @@ class dispatcher:
     ignore_log_types: frozenset[str]
     socket: _Socket
     family_and_type: tuple[int, int]
+    # Private in 3.11 too, but subclasses hand _map to the channels they accept.
+    _map: _SocketMap
+    _fileno: int | None
     def __init__(self, sock: _Socket | None = None, map: _SocketMap | None = None) -> None: ...
     def add_channel(self, map: _SocketMap | None = None) -> None: ...
     def del_channel(self, map: _SocketMap | None = None) -> None: ...
