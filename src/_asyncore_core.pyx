@@ -32,6 +32,7 @@ from includes.system cimport (
     CYA_POLLOUT,
     CYA_POLLPRI,
     cya_find,
+    cya_monotonic,
     cya_poll,
     cya_pollfd,
     cya_prefix_at_end,
@@ -233,6 +234,27 @@ cdef class _Pass:
             Py_XDECREF(self.objs[i])
 
 
+# One _Pass kept between calls, so loop(count=1) in a test server's thread
+# does not allocate its arrays every time.  Taken and put back under the GIL;
+# a nested or concurrent call finds it taken and makes its own.
+cdef _Pass _spare = None
+
+
+cdef _Pass _take_pass():
+    global _spare
+    cdef _Pass p = _spare
+    if p is None:
+        return _Pass()
+    _spare = None
+    return p
+
+
+cdef void _give_back(_Pass p) noexcept:
+    global _spare
+    if p.cap <= 4096:
+        _spare = p
+
+
 cdef bint _grow(void **ptr, size_t size) noexcept:
     cdef void *p = PyMem_Realloc(ptr[0], size)
     if p == NULL:
@@ -258,7 +280,7 @@ cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
     cdef int err
     cdef double deadline = 0.0
     if ms > 0:
-        deadline = time.monotonic() + ms / 1000.0
+        deadline = cya_monotonic() + ms / 1000.0
     while True:
         with nogil:
             ready = cya_poll(pfd, <unsigned long>count, ms)
@@ -270,7 +292,7 @@ cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
         # A handler that raises ends the wait, as it does in select.select().
         PyErr_CheckSignals()
         if ms > 0:
-            ms = <int>max(0.0, ceil((deadline - time.monotonic()) * 1000.0))
+            ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
 
 
 # ------------------------------------------------------ select-style pass
@@ -307,7 +329,11 @@ def poll(timeout, map):
     if not CYA_HAVE_POLL:
         return _pure.poll(timeout, map)
     if map:
-        _poll_select(_Pass(), timeout, map)
+        p = _take_pass()
+        try:
+            _poll_select(p, timeout, map)
+        finally:
+            _give_back(p)
 
 
 cdef int _poll_select(_Pass p, object timeout, object map) except -1:
@@ -391,7 +417,11 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
 def poll2(timeout, map):
     if not CYA_HAVE_POLL:
         return _pure.poll2(timeout, map)
-    _poll_poll(_Pass(), timeout, map)
+    p = _take_pass()
+    try:
+        _poll_poll(p, timeout, map)
+    finally:
+        _give_back(p)
 
 
 cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
@@ -470,11 +500,20 @@ cdef inline object _lookup_fd(object map, int fd):
 
 
 def loop(timeout, use_poll, map, count):
-    cdef _Pass p = _Pass()
+    cdef _Pass p
     cdef long long left
     cdef bint with_poll = use_poll and CYA_HAVE_POLL
     if not CYA_HAVE_POLL:
         return _pure.loop(timeout, use_poll, map, count)
+    p = _take_pass()
+    try:
+        _loop(p, with_poll, timeout, map, count)
+    finally:
+        _give_back(p)
+
+
+cdef int _loop(_Pass p, bint with_poll, object timeout, object map, object count) except -1:
+    cdef long long left
     if count is None:
         while map:
             _one_pass(p, with_poll, timeout, map)
@@ -488,6 +527,7 @@ def loop(timeout, use_poll, map, count):
         while map and count > 0:
             _one_pass(p, with_poll, timeout, map)
             count = count - 1
+    return 0
 
 
 cdef inline int _one_pass(_Pass p, bint with_poll, object timeout, object map) except -1:

@@ -27,6 +27,7 @@ static int cya_poll(cya_pollfd *fds, unsigned long n, int ms)
     errno = ENOSYS;
     return -1;
 }
+static double cya_monotonic(void) { return 0.0; }
 #else
 #include <poll.h>
 #define CYA_HAVE_POLL 1
@@ -37,9 +38,17 @@ typedef struct pollfd cya_pollfd;
 #define CYA_POLLERR POLLERR
 #define CYA_POLLHUP POLLHUP
 #define CYA_POLLNVAL POLLNVAL
+#include <time.h>
 static int cya_poll(cya_pollfd *fds, unsigned long n, int ms)
 {
     return poll(fds, (nfds_t)n, ms);
+}
+/* Seconds on a clock that never jumps: for the rest of a wait after EINTR. */
+static double cya_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 #endif
 

@@ -16,6 +16,7 @@ cdef extern from "compat.h" nogil:
         short revents
 
     int cya_poll(cya_pollfd *fds, unsigned long n, int ms)
+    double cya_monotonic()
     Py_ssize_t cya_find(const char *hay, Py_ssize_t hlen,
                         const char *needle, Py_ssize_t nlen)
     Py_ssize_t cya_prefix_at_end(const char *hay, Py_ssize_t hlen,
