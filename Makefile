@@ -148,18 +148,20 @@ PKG_VENV := .venv/pkg
 
 # One venv for the linters and the type checker; the project is installed in
 # it (compiled) so that mypy and stubtest see the package as users get it.
-$(LINT_VENV)/.ready:
+# Re-run when the Makefile changes (the tool list lives here); pip skips what is there.
+$(LINT_VENV)/.ready: Makefile
 	@[ -n "$(LINT_PYTHON)" ] || { tools/find_pythons.sh; exit 1; }
-	rm -rf $(LINT_VENV)
-	$(LINT_PYTHON) -m venv $(LINT_VENV)
+	[ -x $(LINT_VENV)/bin/python ] || $(LINT_PYTHON) -m venv $(LINT_VENV)
 	$(LINT_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LINT_VENV)/bin/python -m pip install -q ruff cython-lint check-jsonschema \
+	$(LINT_VENV)/bin/python -m pip install -q ruff cython-lint pycodestyle check-jsonschema \
 	  validate-pyproject "cibuildwheel==$(CIBUILDWHEEL_VERSION)" mypy
 	touch $@
 
 lint: $(LINT_VENV)/.ready
 	$(LINT_VENV)/bin/ruff check src tests bench examples tools
-	$(LINT_VENV)/bin/cython-lint $(wildcard src/*.pyx src/*.pxd src/includes/*.pxd)
+	# cython-lint runs pycodestyle as a command: the venv's bin/ goes first on PATH.
+	PATH=$(CURDIR)/$(LINT_VENV)/bin:$$PATH $(LINT_VENV)/bin/cython-lint \
+	  $(wildcard src/*.pyx src/*.pxd src/includes/*.pxd)
 	$(LINT_VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(LINT_VENV)/bin/check-jsonschema --builtin-schema custom.github-workflows-require-timeout \
 	  .github/workflows/*.yml

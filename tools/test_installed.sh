@@ -2,12 +2,12 @@
 # tools/test_installed.sh PYTHON ARTIFACT [CORES [PYTEST_ARG...]]
 #
 # Install ARTIFACT (a wheel or an sdist) with its test extra into a fresh
-# venv made by PYTHON, and run the test suite against that install: the tests
-# are copied, with pyproject.toml for the pytest settings, into a scratch
-# folder and run from there with -P, so `import asyncore` can only find the
-# installed package, never this checkout's src/.  CORES (e.g. "pure") is
-# passed on as ASYNCORE_TEST_CORES; empty, conftest wants both cores.  Any
-# further arguments go to pytest.
+# venv made by PYTHON, and run the test suite against that install: the
+# tests, the examples they run and pyproject.toml (the pytest settings) are
+# copied into a scratch folder and run from there with -P, so `import
+# asyncore` can only find the installed package, never this checkout's src/.
+# CORES (e.g. "pure") is passed on as ASYNCORE_TEST_CORES; empty, conftest
+# wants both cores.  Any further arguments go to pytest.
 set -euo pipefail
 py=$1
 artifact=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
@@ -25,7 +25,7 @@ vpy=$scratch/venv/bin/python
 "$vpy" -m pip install -q "$artifact[test]"
 
 mkdir "$scratch/run"
-cp -R "$here/tests" "$here/pyproject.toml" "$scratch/run/"
+cp -R "$here/tests" "$here/examples" "$here/pyproject.toml" "$scratch/run/"
 find "$scratch/run" -name __pycache__ -prune -exec rm -rf {} +
 cd "$scratch/run"
 export ASYNCORE_TEST_INSTALLED=1
