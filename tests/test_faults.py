@@ -530,7 +530,7 @@ class RaisesOnce(Recorder):
             raise exc("on purpose")
 
     def handle_read(self):
-        self._maybe_raise("read" if self.where != "handle_read" else "handle_read")
+        self._maybe_raise("handle_read")
         self.received += self.recv(4096)
 
     def handle_write(self):
@@ -553,7 +553,7 @@ def test_reraised_exceptions_leave_loop_with_map_intact(exc, where, use_poll):
                 asyncore.loop(DEADLINE, use_poll, m)
             assert m == before
             # A channel that is both readable and writable is read first.
-            assert events == (["read", where] if where == "handle_write" else [where])
+            assert events == (["handle_read", where] if where == "handle_write" else [where])
             assert chan.connected
             # The loop resumes where it stopped: the channel and its
             # neighbour are served normally.
