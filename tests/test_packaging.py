@@ -361,3 +361,14 @@ def test_installed_run_does_not_see_the_checkout():
         if p and (pathlib.Path(p) / "asyncore").is_dir() and pathlib.Path(p).resolve() != site
     ]
     assert not shadows, f"another asyncore on sys.path: {shadows}"
+
+
+@pytest.mark.cyasyncore_only
+def test_version_matches_the_distribution():
+    from importlib import metadata
+
+    try:
+        distribution = metadata.version("cyasyncore")
+    except metadata.PackageNotFoundError:
+        pytest.skip("cyasyncore is not installed as a distribution")
+    assert asyncore.__version__ == distribution
