@@ -29,7 +29,6 @@ if ORACLE:
     CORES = ["stdlib"]
 else:
     import asynchat  # noqa: F401
-    import asyncore
     from asyncore import _core
 
     _wanted = os.environ.get("ASYNCORE_TEST_CORES", "")

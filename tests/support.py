@@ -60,7 +60,7 @@ def listening_socket(family=socket.AF_INET, host=HOST4, backlog=128):
 
 
 def connected_pair(family=socket.AF_INET, host=HOST4):
-    """Two connected TCP sockets over loopback (client, server side), both blocking with a timeout."""
+    """Two connected TCP sockets over loopback (client, server side), blocking, with a timeout."""
     with listening_socket(family, host) as srv:
         c = socket.create_connection(srv.getsockname()[:2], timeout=DEADLINE)
         s, _ = srv.accept()

@@ -30,9 +30,11 @@ from errno import (  # noqa: F401  (the errno names 3.11 exposed at module level
 )
 
 from . import _core, _core_py
-from ._common import DISCONNECTED as _DISCONNECTED
-from ._common import RERAISED as _reraised_exceptions
-from ._common import ExitNow
+from ._common import (
+    DISCONNECTED as _DISCONNECTED,
+    RERAISED as _reraised_exceptions,
+    ExitNow as ExitNow,
+)
 
 __version__ = "0.1.0"
 
@@ -533,7 +535,7 @@ if os.name == "posix":
 
         def __del__(self):
             if self.fd >= 0:
-                warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
+                warnings.warn(f"unclosed file {self!r}", ResourceWarning, stacklevel=1, source=self)
             self.close()
 
         def recv(self, *args):
