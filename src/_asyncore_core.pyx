@@ -340,8 +340,6 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
     cdef Py_ssize_t i, j
     cdef Py_ssize_t m = 0
     cdef unsigned char want
-    cdef short revents
-    cdef PyObject *key
     p.take(map)
     try:
         # Ask every channel, in map order, exactly as 3.11 does.
@@ -501,7 +499,6 @@ cdef inline object _lookup_fd(object map, int fd):
 
 def loop(timeout, use_poll, map, count):
     cdef _Pass p
-    cdef long long left
     cdef bint with_poll = use_poll and CYA_HAVE_POLL
     if not CYA_HAVE_POLL:
         return _pure.loop(timeout, use_poll, map, count)
