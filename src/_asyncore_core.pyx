@@ -43,6 +43,7 @@ import time
 
 cdef extern from "Python.h":
     int PyObject_AsFileDescriptor(object o) except -1
+    object PyNumber_Index(object o)
     PyObject *PyDict_GetItemWithError(object d, object k) except? NULL
 
 NAME = "compiled"
@@ -56,7 +57,8 @@ cdef short POLL_CLOSE = CYA_POLLHUP | CYA_POLLERR | CYA_POLLNVAL
 
 cdef int MAX_WAIT_MS = 2147483647
 cdef long long MAX_SECONDS_INT = 9223372036  # (2**63 - 1) // 10**9
-cdef double MAX_SECONDS_FLOAT = 9223372036854775808.0  # 2.0**63
+# select() takes seconds that fit CPython's time type: 2**63 ns.
+cdef double MAX_SECONDS_FLOAT = 9223372036.854775808
 
 # Interest bits of one snapshot entry.
 cdef enum:
@@ -299,7 +301,7 @@ cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
 
 
 cdef int select_timeout_ms(object timeout) except -2:
-    """select()'s timeout, validated as select() does, in milliseconds."""
+    """select()'s timeout, validated as select() does (see _core_py), in ms."""
     cdef double seconds
     if timeout is None:
         return -1
@@ -307,18 +309,18 @@ cdef int select_timeout_ms(object timeout) except -2:
         seconds = timeout
         if seconds != seconds:
             raise ValueError("Invalid value NaN (not a number)")
-        if seconds < 0:
-            raise ValueError("timeout must be non-negative")
-        if seconds >= MAX_SECONDS_FLOAT:
+        if not -MAX_SECONDS_FLOAT <= seconds < MAX_SECONDS_FLOAT:
             raise OverflowError("timestamp out of range for platform time_t")
-    elif isinstance(timeout, int):
-        if timeout < 0:
-            raise ValueError("timeout must be non-negative")
-        if timeout > MAX_SECONDS_INT:
-            raise OverflowError(PYTIME_TOO_LARGE)
-        seconds = <double>timeout
     else:
-        raise TypeError("timeout must be a float or None")
+        try:
+            timeout = PyNumber_Index(timeout)
+        except TypeError:
+            raise TypeError("timeout must be a float or None") from None
+        if not -MAX_SECONDS_INT <= timeout <= MAX_SECONDS_INT:
+            raise OverflowError(PYTIME_TOO_LARGE)
+        seconds = <double><long long>timeout
+    if seconds < 0:
+        raise ValueError("timeout must be non-negative")
     seconds = ceil(seconds * 1000.0)
     if seconds > MAX_WAIT_MS:
         return MAX_WAIT_MS
@@ -340,8 +342,9 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
     cdef Py_ssize_t i, j
     cdef Py_ssize_t m = 0
     cdef unsigned char want
-    p.take(map)
+    cdef double deadline = 0.0
     try:
+        p.take(map)
         # Ask every channel, in map order, exactly as 3.11 does.
         for i in range(p.n):
             obj = <object>p.objs[i]
@@ -375,16 +378,32 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
                 p.pfd[j].events |= CYA_POLLIN
             if p.want[i] & WANT_WRITE:
                 p.pfd[j].events |= CYA_POLLOUT
-        for j in range(m):
-            i = p.slot[j]
-            if not (p.want[i] & WANT_READ):
-                p.pfd[j].fd = PyObject_AsFileDescriptor(<object>p.keys[i])
-        if _wait(p.pfd, m, ms) == 0:
-            return 0
-        for j in range(m):
-            if p.pfd[j].revents & CYA_POLLNVAL:
-                # select() fails as a whole on a closed descriptor.
-                raise OSError(9, os.strerror(9))
+        for want in (WANT_WRITE, WANT_EXCEPT):
+            for j in range(m):
+                i = p.slot[j]
+                if p.want[i] & (WANT_READ | WANT_WRITE) == want & (WANT_READ | WANT_WRITE):
+                    p.pfd[j].fd = PyObject_AsFileDescriptor(<object>p.keys[i])
+        if ms > 0:
+            deadline = cya_monotonic() + ms / 1000.0
+        while True:
+            if _wait(p.pfd, m, ms) == 0:
+                return 0
+            for j in range(m):
+                if p.pfd[j].revents & CYA_POLLNVAL:
+                    # select() fails as a whole on a closed descriptor.
+                    raise OSError(9, os.strerror(9))
+            if _select_would_report(p, m):
+                break
+            # poll(2) reports a hang-up or error on a descriptor that select()
+            # was not asked about for reading (or writing): select() would go
+            # on sleeping, so stop watching those and wait out the rest.
+            for j in range(m):
+                if p.pfd[j].revents:
+                    p.pfd[j].fd = -1
+            if ms == 0:
+                return 0
+            if ms > 0:
+                ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
         # Reads, then writes, then exceptional conditions, each in map order;
         # the map is consulted again because a handler may have changed it.
         for j in range(m):
@@ -407,6 +426,20 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
     finally:
         p.release()
     return 0
+
+
+cdef bint _select_would_report(_Pass p, Py_ssize_t m) noexcept:
+    cdef Py_ssize_t j
+    cdef unsigned char want
+    cdef short revents
+    for j in range(m):
+        revents = p.pfd[j].revents
+        want = p.want[p.slot[j]]
+        if (want & WANT_READ and revents & SELECT_READ) \
+                or (want & WANT_WRITE and revents & SELECT_WRITE) \
+                or revents & SELECT_EXCEPT:
+            return True
+    return False
 
 
 # -------------------------------------------------------- poll-style pass
@@ -434,8 +467,8 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
         timeout = int(timeout * 1000)
     if not map:
         return 0
-    p.take(map)
     try:
+        p.take(map)
         for i in range(p.n):
             obj = <object>p.objs[i]
             flags = 0
@@ -578,7 +611,7 @@ def chat_consume(chan, data):
                 chan.collect_incoming_data(buf[pos:pos + _count(n, lb)])
                 buf = chan._ac_in
                 pos = chan._ac_pos
-                pos = min(pos + _count(n, len(buf) - pos), len(buf))
+                pos = min(pos + _count_obj(terminator, len(buf) - pos), len(buf))
                 chan._ac_in = buf
                 chan._ac_pos = pos
                 chan.terminator = 0
@@ -624,6 +657,16 @@ def chat_consume(chan, data):
 cdef inline Py_ssize_t _count(Py_ssize_t n, Py_ssize_t available) noexcept:
     # A negative count slices from the end, as 3.11's rest[:n] did.
     return n if n >= 0 else max(available + n, 0)
+
+
+cdef Py_ssize_t _count_obj(object n, Py_ssize_t available) except -1:
+    # _count for a Python int of any size (the handler may have changed the
+    # buffer, so the clamp used before the callback does not apply).
+    if n >= 0:
+        return min(n, available)
+    if n <= -available:
+        return 0
+    return available + <Py_ssize_t>n
 
 
 cdef Py_ssize_t _find(object buf, object needle, Py_ssize_t pos) except -2:

@@ -13,7 +13,8 @@ from collections import deque
 import asyncore
 from asyncore import _core
 
-__all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
+# No __all__: 3.11 had none, and `from asynchat import *` also brought
+# asyncore and deque, which old scripts then use.
 
 
 class async_chat(asyncore.dispatcher):

@@ -11,7 +11,7 @@ import os
 import select
 import socket
 import sys
-import time  # noqa: F401  (3.11 exposed it; programs reach for asyncore.time)
+import time
 import warnings
 from errno import (  # noqa: F401  (the errno names 3.11 exposed at module level)
     EAGAIN,
@@ -65,7 +65,13 @@ def poll(timeout=0.0, map=None):
         _impl.poll(timeout, map)
     else:
         _core_py.poll(
-            timeout, map, wait=select.select, read=read, write=write, _exception=_exception
+            timeout,
+            map,
+            wait=select.select,
+            read=read,
+            write=write,
+            _exception=_exception,
+            sleep=time.sleep,
         )
 
 
@@ -75,7 +81,9 @@ def poll2(timeout=0.0, map=None):
     if _hooks_intact():
         _impl.poll2(timeout, map)
     else:
-        _core_py.poll2(timeout, map, pollster=select.poll, readwrite=readwrite)
+        _core_py.poll2(
+            timeout, map, pollster=select.poll, readwrite=readwrite, sleep=time.sleep
+        )
 
 
 # 3.11 kept the old name for poll2.
@@ -118,6 +126,7 @@ def _hooks_intact():
         and poll2 is _own_poll2
         and select.select is _select_select
         and getattr(select, "poll", None) is _select_poll
+        and time is _time_module
     )
 
 
@@ -125,6 +134,7 @@ _own_poll = poll
 _own_poll2 = poll2
 _select_select = select.select
 _select_poll = getattr(select, "poll", None)
+_time_module = time
 
 
 # ------------------------------------------------------------- dispatcher
@@ -294,11 +304,12 @@ class dispatcher:
     # -- logging
 
     def log(self, message):
-        sys.stderr.write(f"log: {message}\n")
+        # %-formatting, as 3.11: str() of the message, not format().
+        sys.stderr.write("log: %s\n" % str(message))
 
     def log_info(self, message, type="info"):
         if type not in self.ignore_log_types:
-            print(f"{type}: {message}")
+            print("%s: %s" % (type, message))
 
     # -- events, as the core delivers them
 
@@ -345,7 +356,8 @@ class dispatcher:
         except BaseException:
             self_repr = "<__repr__(self) failed for object at %0x>" % id(self)
         self.log_info(
-            f"uncaptured python exception, closing channel {self_repr} ({t}:{v} {tbinfo})",
+            "uncaptured python exception, closing channel %s (%s:%s %s)"
+            % (self_repr, t, v, tbinfo),
             "error",
         )
         self.handle_close()
@@ -431,6 +443,12 @@ class dispatcher_with_send(dispatcher):
         self._wown = False
 
     def initiate_send(self):
+        if type(self).out_buffer is not _OUT_BUFFER:
+            # The subclass declared out_buffer itself: a plain attribute,
+            # handled as 3.11 did (with 3.11's cost).
+            sent = dispatcher.send(self, self.out_buffer[: self._SEND_MAX])
+            self.out_buffer = self.out_buffer[sent:]
+            return
         start = self._woff
         if self._wown:
             chunk = bytes(memoryview(self._wbuf)[start : start + self._SEND_MAX])
@@ -470,14 +488,20 @@ class dispatcher_with_send(dispatcher):
         self.initiate_send()
 
     def writable(self):
+        if type(self).out_buffer is not _OUT_BUFFER:
+            return (not self.connected) or len(self.out_buffer)
         return (not self.connected) or len(self._wbuf) - self._woff
 
     def send(self, data):
         if self.debug:
-            self.log_info(f"sending {data!r}")
+            self.log_info("sending %s" % repr(data))
         if not isinstance(data, (bytes, bytearray, memoryview)):
             # 3.11 concatenated onto bytes; keep its error for non-bytes.
             data = b"" + data
+        if type(self).out_buffer is not _OUT_BUFFER:
+            self.out_buffer = self.out_buffer + data
+            self.initiate_send()
+            return
         if type(self._wbuf) is bytes and not self._wbuf and type(data) is bytes:
             # Nothing pending, the common case: hand the caller's bytes to the
             # socket as they are (3.11's b"" + data was data itself) and
@@ -489,6 +513,9 @@ class dispatcher_with_send(dispatcher):
             self._own(self._woff)
         self._wbuf += data
         self.initiate_send()
+
+
+_OUT_BUFFER = dispatcher_with_send.__dict__["out_buffer"]
 
 
 # ---------------------------------------------------------------- helpers

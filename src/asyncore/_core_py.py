@@ -14,6 +14,7 @@ same exceptions for bad timeouts, bad keys and closed descriptors.
 
 import errno
 import math
+import operator
 import os
 import select
 import time
@@ -45,7 +46,7 @@ _SELECT_EXCEPT = POLLPRI
 _MAX_WAIT_MS = 2**31 - 1
 # Bounds of CPython's internal time type, for select()'s overflow errors.
 _MAX_SECONDS_INT = (2**63 - 1) // 10**9
-_MAX_SECONDS_FLOAT = 2.0**63
+_MAX_SECONDS_FLOAT = 2.0**63 / 10**9
 
 
 # ---------------------------------------------------------------- dispatch
@@ -114,31 +115,35 @@ def as_fd(key):
         fd = fileno()
         if not isinstance(fd, int):
             raise TypeError("fileno() returned a non-integer")
+    if not -(2**31) <= fd <= 2**31 - 1:
+        raise OverflowError("Python int too large to convert to C int")
     if fd < 0:
         raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
-    if fd > 2**31 - 1:
-        raise OverflowError("Python int too large to convert to C int")
     return int(fd)
 
 
 def select_timeout_ms(timeout):
-    """select()'s timeout, validated as select() does, in poll(2) milliseconds."""
+    """select()'s timeout, validated as select() does, in poll(2) milliseconds.
+
+    The checks come in select()'s order: NaN, then the range of CPython's
+    time type, then the sign.  Integers are anything with __index__.
+    """
     if timeout is None:
         return -1
     if isinstance(timeout, float):
         if math.isnan(timeout):
             raise ValueError("Invalid value NaN (not a number)")
-        if timeout < 0:
-            raise ValueError("timeout must be non-negative")
-        if timeout >= _MAX_SECONDS_FLOAT:
+        if not -_MAX_SECONDS_FLOAT <= timeout < _MAX_SECONDS_FLOAT:
             raise OverflowError("timestamp out of range for platform time_t")
-    elif isinstance(timeout, int):
-        if timeout < 0:
-            raise ValueError("timeout must be non-negative")
-        if timeout > _MAX_SECONDS_INT:
-            raise OverflowError(PYTIME_TOO_LARGE)
     else:
-        raise TypeError("timeout must be a float or None")
+        try:
+            timeout = operator.index(timeout)
+        except TypeError:
+            raise TypeError("timeout must be a float or None") from None
+        if not -_MAX_SECONDS_INT <= timeout <= _MAX_SECONDS_INT:
+            raise OverflowError(PYTIME_TOO_LARGE)
+    if timeout < 0:
+        raise ValueError("timeout must be non-negative")
     # Round up like select() does: a positive timeout never becomes a busy poll.
     return min(math.ceil(timeout * 1000), _MAX_WAIT_MS)
 
@@ -148,32 +153,47 @@ def _wait_select(r, w, e, timeout):
     if not HAS_POLL:
         return select.select(r, w, e, timeout)
     ms = select_timeout_ms(timeout)
+    # Keys are converted in select()'s order (read, write, exceptional), so
+    # the first bad key raises what select() would have raised.
+    fds = {}
     interest = {}
     for keys, mask in ((r, POLLIN), (w, POLLOUT), (e, POLLPRI)):
         for key in keys:
-            fd = as_fd(key)
+            if key not in fds:
+                fds[key] = as_fd(key)
+            fd = fds[key]
             interest[fd] = interest.get(fd, 0) | mask
     pollster = select.poll()
     for fd, mask in interest.items():
         pollster.register(fd, mask)
-    ready = dict(pollster.poll(ms))
-    if not ready:
-        return [], [], []
-    if any(flags & POLLNVAL for flags in ready.values()):
-        # select() fails as a whole on a closed descriptor.
-        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-
-    def pick(keys, mask):
-        # Keys, not descriptors, in the order given: what select() returns.
-        return [key for key in keys if ready.get(as_fd(key), 0) & mask]
-
-    return pick(r, _SELECT_READ), pick(w, _SELECT_WRITE), pick(e, _SELECT_EXCEPT)
+    deadline = None if ms < 0 else time.monotonic() + ms / 1000
+    while True:
+        ready = dict(pollster.poll(ms))
+        if not ready:
+            return [], [], []
+        if any(flags & POLLNVAL for flags in ready.values()):
+            # select() fails as a whole on a closed descriptor.
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        found = (
+            [key for key in r if ready.get(fds[key], 0) & _SELECT_READ],
+            [key for key in w if ready.get(fds[key], 0) & _SELECT_WRITE],
+            [key for key in e if ready.get(fds[key], 0) & _SELECT_EXCEPT],
+        )
+        if any(found):
+            return found
+        # poll(2) reports a hang-up or error on a descriptor that select()
+        # was not asked about for reading (or writing): select() would go on
+        # sleeping, so stop watching those and wait out the rest.
+        for fd in ready:
+            pollster.unregister(fd)
+        if deadline is not None:
+            ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
 
 # ----------------------------------------------------------------- passes
 
 
-def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception):
+def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception, sleep=None):
     """One select-style pass.
 
     The keyword hooks are for asyncore's own fallback: when a program has
@@ -196,7 +216,7 @@ def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception)
         if is_r or is_w:
             e.append(fd)
     if not (r or w or e):
-        time.sleep(timeout)
+        (sleep or time.sleep)(timeout)
         return
     r, w, e = (wait or _wait_select)(r, w, e, timeout)
     # The map is consulted again: a handler earlier in this pass may have
@@ -215,7 +235,7 @@ def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception)
             _exception(obj)
 
 
-def poll2(timeout, map, pollster=None, readwrite=readwrite):
+def poll2(timeout, map, pollster=None, readwrite=readwrite, sleep=None):
     """One poll-style pass; the hooks are as for poll()."""
     ms = None if timeout is None else int(timeout * 1000)
     pollster = (pollster or select.poll)()
@@ -234,7 +254,7 @@ def poll2(timeout, map, pollster=None, readwrite=readwrite):
     if not registered and (ms is None or ms < 0):
         # Nothing can ever end this wait: 3.11 hung here for good.  Fail
         # the way the select-style pass does with nothing to wait for.
-        time.sleep(timeout)
+        (sleep or time.sleep)(timeout)
     for fd, flags in pollster.poll(ms):
         obj = map.get(fd)
         if obj is not None:
