@@ -10,6 +10,7 @@ socket cannot take at once, so the handler only has to read and send.
 import argparse
 import socket
 import sys
+from typing import Any
 
 import asyncore
 
@@ -17,7 +18,7 @@ import asyncore
 class EchoHandler(asyncore.dispatcher_with_send):
     """Send every byte received straight back to the client."""
 
-    def handle_read(self):
+    def handle_read(self) -> None:
         data = self.recv(8192)
         if data:
             self.send(data)
@@ -26,7 +27,7 @@ class EchoHandler(asyncore.dispatcher_with_send):
 class EchoServer(asyncore.dispatcher):
     """Listen on ``host:port`` and start an EchoHandler per connection."""
 
-    def __init__(self, host, port, map=None):
+    def __init__(self, host: str, port: int, map: dict[int, Any] | None = None) -> None:
         super().__init__(map=map)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.create_socket(family)
@@ -34,13 +35,13 @@ class EchoServer(asyncore.dispatcher):
         self.bind((host, port))
         self.listen(5)
 
-    def handle_accepted(self, sock, addr):
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
         print(f"Incoming connection from {addr!r}", flush=True)
         # Handlers live in the server's map, so a private map works too.
         EchoHandler(sock, map=self._map)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """Serve until interrupted; ``argv`` holds the arguments without the program name."""
     parser = argparse.ArgumentParser(description="An asyncore echo server.")
     parser.add_argument("host", nargs="?", default="127.0.0.1")

@@ -10,6 +10,7 @@ connection (HTTP/1.0 servers do that after the response).
 import argparse
 import socket
 import sys
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncore
@@ -18,7 +19,9 @@ import asyncore
 class HTTPClient(asyncore.dispatcher):
     """Fetch ``path`` from ``host:port`` and print the raw response chunks."""
 
-    def __init__(self, host, path, port=80, map=None):
+    def __init__(
+        self, host: str, path: str, port: int = 80, map: dict[int, Any] | None = None
+    ) -> None:
         super().__init__(map=map)
         # A literal IPv6 address is the only host form that contains a colon.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -30,29 +33,29 @@ class HTTPClient(asyncore.dispatcher):
         self.buffer = f"GET {path} HTTP/1.0\r\nHost: {host_header}\r\n\r\n".encode("ascii")
         self.response = bytearray()
 
-    def handle_connect(self):
+    def handle_connect(self) -> None:
         # Nothing to do yet: the request goes out from handle_write.
         pass
 
-    def handle_close(self):
+    def handle_close(self) -> None:
         self.close()
 
-    def handle_read(self):
+    def handle_read(self) -> None:
         chunk = self.recv(8192)
         self.response += chunk
         if chunk:
             print(chunk)
 
-    def writable(self):
+    def writable(self) -> bool:
         # Only ask for write events while part of the request is unsent.
         return len(self.buffer) > 0
 
-    def handle_write(self):
+    def handle_write(self) -> None:
         sent = self.send(self.buffer)
         self.buffer = self.buffer[sent:]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """Fetch the URL given in ``argv`` (arguments without the program name)."""
     parser = argparse.ArgumentParser(description="Fetch a URL with asyncore.")
     parser.add_argument("url", help="an http:// URL")

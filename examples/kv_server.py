@@ -22,6 +22,8 @@ Try it:         printf 'SET greeting hello\\r\\nGET greeting\\r\\nQUIT\\r\\n' | 
 import argparse
 import socket
 import sys
+from collections.abc import Callable
+from typing import Any, Self
 
 import asynchat
 import asyncore
@@ -37,15 +39,17 @@ CRLF = b"\r\n"
 class KVChannel(asynchat.async_chat):
     """One client connection."""
 
-    def __init__(self, sock, server, map=None):
+    def __init__(
+        self, sock: socket.socket, server: "KVServer", map: dict[int, Any] | None = None
+    ) -> None:
         super().__init__(sock, map)
         self.server = server
         self.store = server.store
         self.set_terminator(b"\n")
         self._line_length = 0
-        self._pending_put = None  # the key whose PUT body is being read
+        self._pending_put: bytes | None = None  # the key whose PUT body is being read
         self._closing = False
-        self._commands = {
+        self._commands: dict[bytes, Callable[[bytes], None]] = {
             b"SET": self._set,
             b"PUT": self._put,
             b"GET": self._get,
@@ -55,7 +59,7 @@ class KVChannel(asynchat.async_chat):
 
     # -- input ------------------------------------------------------------
 
-    def collect_incoming_data(self, data):
+    def collect_incoming_data(self, data: bytes) -> None:
         if self._closing:
             return
         if self._pending_put is None:
@@ -66,7 +70,7 @@ class KVChannel(asynchat.async_chat):
                 return
         self._collect_incoming_data(data)
 
-    def found_terminator(self):
+    def found_terminator(self) -> None:
         if self._closing:
             return
         data = self._get_data()
@@ -86,7 +90,7 @@ class KVChannel(asynchat.async_chat):
 
     # -- commands ---------------------------------------------------------
 
-    def _set(self, arguments):
+    def _set(self, arguments: bytes) -> None:
         key, space, value = arguments.partition(b" ")
         if not key or not space:
             self._reply(b"ERROR usage: SET <key> <value>")
@@ -94,7 +98,7 @@ class KVChannel(asynchat.async_chat):
         self.store[key] = value
         self._reply(b"OK")
 
-    def _put(self, arguments):
+    def _put(self, arguments: bytes) -> None:
         key, _, length = arguments.partition(b" ")
         if not key or not length.isdigit():
             self._reply(b"ERROR usage: PUT <key> <length>")
@@ -112,7 +116,7 @@ class KVChannel(asynchat.async_chat):
             self._pending_put = key
             self.set_terminator(size)
 
-    def _get(self, key):
+    def _get(self, key: bytes) -> None:
         if not _valid_key(key):
             self._reply(b"ERROR usage: GET <key>")
             return
@@ -125,7 +129,7 @@ class KVChannel(asynchat.async_chat):
         # push() itself splits a large value into ac_out_buffer_size pieces.
         self.push(b"VALUE %d" % len(value) + CRLF + value + CRLF)
 
-    def _delete(self, key):
+    def _delete(self, key: bytes) -> None:
         if not _valid_key(key):
             self._reply(b"ERROR usage: DEL <key>")
         elif self.store.pop(key, None) is None:
@@ -133,29 +137,29 @@ class KVChannel(asynchat.async_chat):
         else:
             self._reply(b"DELETED")
 
-    def _quit(self, arguments):
+    def _quit(self, arguments: bytes) -> None:
         self._finish(b"BYE")
 
     # -- output and shutdown ------------------------------------------------
 
-    def _reply(self, line):
+    def _reply(self, line: bytes) -> None:
         self.push(line + CRLF)
 
-    def _finish(self, line):
+    def _finish(self, line: bytes) -> None:
         """Send a last line, ignore further input, close once it is sent."""
         self._closing = True
         self.set_terminator(None)
         self._reply(line)
         self.close_when_done()
 
-    def close(self):
+    def close(self) -> None:
         was_open = self.socket is not None and self.socket.fileno() != -1
         super().close()
         if was_open:
             self.server.connection_closed(self)
 
 
-def _valid_key(key):
+def _valid_key(key: bytes) -> bool:
     return bool(key) and b" " not in key
 
 
@@ -164,9 +168,14 @@ class KVServer(asyncore.dispatcher):
 
     channel_class = KVChannel
 
-    def __init__(self, address=("127.0.0.1", 0), store=None, map=None):
+    def __init__(
+        self,
+        address: tuple[str, int] = ("127.0.0.1", 0),
+        store: dict[bytes, bytes] | None = None,
+        map: dict[int, Any] | None = None,
+    ) -> None:
         super().__init__(map=map)
-        self.store = {} if store is None else store
+        self.store: dict[bytes, bytes] = {} if store is None else store
         self.connections_closed = 0
         family = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)[0][0]
         self.create_socket(family, socket.SOCK_STREAM)
@@ -175,14 +184,16 @@ class KVServer(asyncore.dispatcher):
         self.listen(128)
 
     @property
-    def address(self):
+    def address(self) -> tuple[str, int]:
         """The (host, port) actually bound; useful after binding port 0."""
-        return self.socket.getsockname()[:2]
+        # getsockname() is typed Any; the annotation pins what this returns.
+        bound: tuple[str, int] = self.socket.getsockname()[:2]
+        return bound
 
-    def handle_accepted(self, sock, addr):
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
         self.channel_class(sock, self, self._map)
 
-    def connection_closed(self, channel):
+    def connection_closed(self, channel: KVChannel) -> None:
         """Called once per client connection when it closes."""
         self.connections_closed += 1
 
@@ -196,7 +207,11 @@ class KVError(Exception):
     """The server answered ERROR, or something the protocol does not allow."""
 
 
-def _as_bytes(value):
+# Keys, values and request lines may be given as text (sent as UTF-8) or bytes.
+_Bytesish = str | bytes | bytearray | memoryview
+
+
+def _as_bytes(value: _Bytesish) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
@@ -206,40 +221,40 @@ class KVClient:
     ``with KVClient(address) as kv: kv.set("k", "v"); kv.get("k")``
     """
 
-    def __init__(self, address, timeout=10.0):
+    def __init__(self, address: tuple[str, int], timeout: float = 10.0) -> None:
         self.sock = socket.create_connection(address, timeout=timeout)
         self._reader = self.sock.makefile("rb")
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         self._reader.close()
         self.sock.close()
 
-    def request(self, line):
+    def request(self, line: _Bytesish) -> bytes:
         """Send one request line and return the reply line (without CRLF)."""
         self.sock.sendall(_as_bytes(line) + CRLF)
         return self.read_reply()
 
-    def read_reply(self):
+    def read_reply(self) -> bytes:
         line = self._reader.readline(MAX_LINE + 2)
         if not line.endswith(CRLF):
             raise ConnectionError(f"connection closed mid-reply: {line!r}")
         return line[:-2]
 
-    def set(self, key, value):
+    def set(self, key: _Bytesish, value: _Bytesish) -> None:
         self._expect(self.request(b"SET " + _as_bytes(key) + b" " + _as_bytes(value)), b"OK")
 
-    def put(self, key, value):
+    def put(self, key: _Bytesish, value: _Bytesish) -> None:
         value = _as_bytes(value)
         self.sock.sendall(b"PUT %s %d" % (_as_bytes(key), len(value)) + CRLF + value)
         self._expect(self.read_reply(), b"OK")
 
-    def get(self, key):
+    def get(self, key: _Bytesish) -> bytes | None:
         """The stored bytes, or None when the key is absent."""
         reply = self.request(b"GET " + _as_bytes(key))
         if reply == b"NOT_FOUND":
@@ -253,7 +268,7 @@ class KVClient:
             raise ConnectionError("connection closed mid-value")
         return data[:-2]
 
-    def delete(self, key):
+    def delete(self, key: _Bytesish) -> bool:
         """True when the key existed."""
         reply = self.request(b"DEL " + _as_bytes(key))
         if reply == b"NOT_FOUND":
@@ -261,7 +276,7 @@ class KVClient:
         self._expect(reply, b"DELETED")
         return True
 
-    def quit(self):
+    def quit(self) -> None:
         """Say goodbye and wait until the server has closed its side."""
         self._expect(self.request(b"QUIT"), b"BYE")
         rest = self._reader.read()
@@ -270,7 +285,7 @@ class KVClient:
         self.close()
 
     @staticmethod
-    def _expect(reply, wanted):
+    def _expect(reply: bytes, wanted: bytes) -> None:
         if reply != wanted:
             raise KVError(reply.decode("utf-8", "replace"))
 
@@ -280,7 +295,7 @@ class KVClient:
 # --------------------------------------------------------------------------
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A line-protocol key-value server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7379, help="0 picks a free port")
@@ -294,7 +309,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    channels = {}
+    channels: dict[int, Any] = {}
     server = KVServer((args.host, args.port), map=channels)
     host, port = server.address
     print(f"listening on {host}:{port}", flush=True)
