@@ -16,7 +16,9 @@ of the two (usually the compiled one).  Nothing here can block: timeouts are
 0 or invalid, and counts are bounded.
 
 The test drives both cores itself, so it runs once (under the ``compiled``
-parameter of the core fixture) and is skipped under ``pure``.
+parameter of the core fixture) and is skipped under ``pure``.  Examples are
+derandomized, so a run is repeatable; ``ASYNCORE_DIFFERENTIAL_EXAMPLES=N``
+asks for N per program instead of 150.
 """
 
 import errno
