@@ -1,7 +1,6 @@
 """Loopback helpers for the tests: bounded in time, never sleeping to synchronise."""
 
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -141,9 +140,3 @@ def private_map():
         yield m
     finally:
         asyncore.close_all(map=m, ignore_all=True)
-
-
-def pipe_pair():
-    """A non-inheritable pipe (read_fd, write_fd); the caller closes both."""
-    r, w = os.pipe()
-    return r, w

@@ -25,9 +25,6 @@ EXPORTS = (
     "chat_consume",
 )
 
-# Module-level functions of ``asyncore`` that are the core's own objects.
-PUBLIC = ("read", "write", "_exception", "readwrite")
-
 CORE_NAMES = ("compiled", "pure")
 _MODULES = {"compiled": "_asyncore_core", "pure": "asyncore._core_py"}
 
