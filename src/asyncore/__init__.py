@@ -613,14 +613,16 @@ if os.name == "posix":
 
 def _install_core(core):
     """Bind the module-level names that belong to ``core`` (see _core.use)."""
-    global _impl, CORE, read, write, _exception, readwrite
+    global _impl, CORE, BACKEND, read, write, _exception, readwrite
     _impl = core
     CORE = core.NAME
+    # What the passes wait with: poll(2), or select(2) where there is no poll.
+    BACKEND = "poll" if core.HAS_POLL else "select"
     read = core.read
     write = core.write
     _exception = core._exception
     readwrite = core.readwrite
 
 
-_impl = CORE = read = write = _exception = readwrite = None
+_impl = CORE = BACKEND = read = write = _exception = readwrite = None
 _install_core(_core.init())

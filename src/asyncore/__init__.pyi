@@ -64,6 +64,8 @@ class _Channel(_Readable, _Writable, _Exceptional, Protocol):
 
 # Which core runs the loop: "compiled" (the Cython extension) or "pure".
 CORE: str
+# How the active core waits: "poll" (poll(2)) or "select" (Windows).
+BACKEND: str
 __version__: Final[str]
 
 socket_map: _SocketMap
