@@ -390,6 +390,10 @@ class dispatcher:
         self.close()
 
 
+# CPython keeps one empty bytes object: "nothing pending" is one identity test.
+_EMPTY = b""
+
+
 class dispatcher_with_send(dispatcher):
     """A dispatcher whose send() buffers what the socket does not take at once.
 
@@ -471,7 +475,7 @@ class dispatcher_with_send(dispatcher):
         if not self._wown:
             if end >= len(self._wbuf):
                 # All of it went: nothing to keep, nothing to copy.
-                self._wbuf = b"" if type(self._wbuf) is bytes else self._wbuf[end:]
+                self._wbuf = _EMPTY if type(self._wbuf) is bytes else self._wbuf[end:]
                 self._woff = 0
             else:
                 self._own(end)
@@ -495,18 +499,31 @@ class dispatcher_with_send(dispatcher):
     def send(self, data):
         if self.debug:
             self.log_info("sending %s" % repr(data))
+        if (
+            self._wbuf is _EMPTY
+            and type(data) is bytes
+            and type(self).initiate_send is _DWS_INITIATE_SEND
+            and type(self).out_buffer is _OUT_BUFFER
+        ):
+            # Nothing pending, the common case: hand the caller's bytes to the
+            # socket as they are (3.11's b"" + data was data itself; its
+            # out_buffer[:65536] of them too), then keep only what it did not
+            # take.  While the socket call runs, out_buffer shows the data,
+            # as it did in 3.11.
+            self._wbuf = data
+            piece = data if len(data) <= self._SEND_MAX else data[: self._SEND_MAX]
+            sent = dispatcher.send(self, piece)
+            if sent and self._wbuf is data:
+                if sent >= len(data):
+                    self._wbuf = _EMPTY
+                else:
+                    self._own(sent)
+            return
         if not isinstance(data, (bytes, bytearray, memoryview)):
             # 3.11 concatenated onto bytes; keep its error for non-bytes.
             data = b"" + data
         if type(self).out_buffer is not _OUT_BUFFER:
             self.out_buffer = self.out_buffer + data
-            self.initiate_send()
-            return
-        if type(self._wbuf) is bytes and not self._wbuf and type(data) is bytes:
-            # Nothing pending, the common case: hand the caller's bytes to the
-            # socket as they are (3.11's b"" + data was data itself) and
-            # buffer only what it does not take.
-            self._wbuf = data
             self.initiate_send()
             return
         if not self._wown:
@@ -516,6 +533,7 @@ class dispatcher_with_send(dispatcher):
 
 
 _OUT_BUFFER = dispatcher_with_send.__dict__["out_buffer"]
+_DWS_INITIATE_SEND = dispatcher_with_send.initiate_send
 
 
 # ---------------------------------------------------------------- helpers
