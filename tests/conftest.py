@@ -57,12 +57,10 @@ def core(request):
     if ORACLE:
         yield "stdlib"
         return
-    previous = _core.active()
-    _core.use(request.param)
-    try:
+    from support import using_core
+
+    with using_core(request.param):
         yield request.param
-    finally:
-        _core.use(previous)
 
 
 def _open_fds():

@@ -133,6 +133,19 @@ class LoopThread:
 
 
 @contextlib.contextmanager
+def using_core(name):
+    """Make ``name`` the active core for the block, then restore the previous one."""
+    from asyncore import _core
+
+    previous = _core.active()
+    _core.use(name)
+    try:
+        yield name
+    finally:
+        _core.use(previous)
+
+
+@contextlib.contextmanager
 def private_map():
     """A fresh map that is closed at the end, whatever the test did."""
     m = {}

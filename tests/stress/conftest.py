@@ -31,11 +31,7 @@ def core(request):
     if ORACLE:
         yield "stdlib"
         return
-    from asyncore import _core
+    from support import using_core
 
-    previous = _core.active()
-    _core.use(request.param)
-    try:
+    with using_core(request.param):
         yield request.param
-    finally:
-        _core.use(previous)
