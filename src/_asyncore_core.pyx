@@ -18,7 +18,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.errno cimport EINTR, errno
 from libc.math cimport ceil
@@ -36,6 +36,15 @@ from includes.system cimport (
     cya_poll,
     cya_pollfd,
     cya_prefix_at_end,
+    CYA_KSET,
+    CYA_KSET_NAME,
+    cya_kevent,
+    cya_kraw,
+    cya_kset_close,
+    cya_kset_forget,
+    cya_kset_open,
+    cya_kset_set,
+    cya_kset_wait,
 )
 
 import os
@@ -343,6 +352,11 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
     cdef Py_ssize_t m = 0
     cdef unsigned char want
     cdef double deadline = 0.0
+    cdef _Registry reg = _registry_for(map)
+    if reg is not None:
+        reg.sync(map, MODE_SELECT)
+        if reg.valid:
+            return _kpoll_select(reg, timeout, map)
     try:
         p.take(map)
         # Ask every channel, in map order, exactly as 3.11 does.
@@ -462,11 +476,17 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
     cdef int fd
     cdef int ms = -1
     cdef dict seen = None
+    cdef _Registry reg
     original = timeout
     if timeout is not None:
         timeout = int(timeout * 1000)
     if not map:
         return 0
+    reg = _registry_for(map)
+    if reg is not None:
+        reg.sync(map, MODE_POLL)
+        if reg.valid:
+            return _kpoll_poll(reg, original, -1 if timeout is None else _poll_timeout_ms(timeout), map)
     try:
         p.take(map)
         for i in range(p.n):
@@ -525,6 +545,1154 @@ cdef int _poll_timeout_ms(object ms) except? -2:
 cdef inline object _lookup_fd(object map, int fd):
     cdef object key = fd
     return _lookup(map, <PyObject *>key)
+
+
+
+# ------------------------------------------------- the kernel interest set
+#
+# A map that loop() comes back to keeps its interest in the kernel (epoll or
+# kqueue, see kset.h) between passes.  A _Registry follows the map through a
+# dict watcher, so it sees every edit (map[fd] = obj, del, clear, update) as
+# it happens, and keeps one _Entry per channel: the channel's last answers
+# to readable()/writable() and what the kernel holds for it.
+#
+# A pass asks only the channels that may have changed their answers: the
+# "dirty" ones.  A channel becomes dirty when it is added, when it had an
+# event, and when state its predicates read is changed: the descriptors
+# below (connected, accepting, producer_fifo, readable/writable set on the
+# instance, __class__) and the out-buffer methods of dispatcher_with_send
+# and async_chat call _touch().  Channels whose class does not use our own
+# predicates -- or that we cannot fully watch -- are "volatile": asked every
+# pass, exactly as 3.11 asked every channel.
+#
+# Entries hold borrowed references: the map owns the channels, and its
+# watcher tells us before it lets go of one.  So an abandoned map and its
+# channels are collected as they were in 3.11.
+
+cdef extern from "Python.h":
+    ctypedef enum PyDict_WatchEvent:
+        PyDict_EVENT_ADDED
+        PyDict_EVENT_MODIFIED
+        PyDict_EVENT_DELETED
+        PyDict_EVENT_CLONED
+        PyDict_EVENT_CLEARED
+        PyDict_EVENT_DEALLOCATED
+    ctypedef int (*PyDict_WatchCallback)(PyDict_WatchEvent event, PyObject *d,
+                                         PyObject *key, PyObject *new_value) noexcept
+    int PyDict_AddWatcher(PyDict_WatchCallback cb)
+    int PyDict_Watch(int watcher_id, object d) except -1
+
+    ctypedef struct PyTypeObject "PyTypeObject":
+        unsigned int tp_version_tag
+        void *tp_getattro
+        void *tp_setattro
+    int PyUnstable_Type_AssignVersionTag(PyTypeObject *t)
+    PyObject *_PyType_Lookup(PyTypeObject *t, PyObject *name)
+    PyObject *PyObject_GenericGetAttr(PyObject *o, PyObject *name)
+    int PyObject_GenericSetAttr(PyObject *o, PyObject *name, PyObject *v)
+    object PyObject_GenericGetDict(object o, void *context)
+    object PyMethod_New(object func, object self)
+    PyObject *PyErr_GetRaisedException()
+    void PyErr_SetRaisedException(PyObject *exc)
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
+    PyTypeObject *_type_of "Py_TYPE"(PyObject *o)
+    object PyLong_FromVoidPtr(void *p)
+    void PyErr_Clear()
+
+cdef extern from "stdlib.h":
+    void qsort(void *base, size_t n, size_t size,
+               int (*cmp)(const void *, const void *) noexcept nogil) nogil
+
+from libc.errno cimport EBADF
+
+# Interest bits of a channel (the WANT_* of a snapshot entry, above).
+cdef unsigned char WANT_RW = WANT_READ | WANT_WRITE
+
+# What our own writable() reads, so what must be watched to cache it.
+cdef enum:
+    KIND_CONST = 1      # dispatcher.writable: always True
+    KIND_SEND = 2       # dispatcher_with_send.writable: connected, out-buffer
+    KIND_CHAT = 3       # async_chat.writable: connected, producer_fifo
+
+cdef enum:
+    MODE_SELECT = 1
+    MODE_POLL = 2
+
+cdef int _watcher = -1            # our dict watcher, or -1 (none: no kernel sets)
+cdef bint _kset_on = False        # kernel sets in use (see _kset_enable below)
+cdef dict _registries = {}        # id(map) -> _Registry, dropped when the map dies
+cdef dict _owners = {}            # id(channel) -> first _Entry of that channel
+cdef object _asking = None        # the channel whose predicates run now
+cdef unsigned long _forks = 0     # bumped in a forked child: kernel sets are shared
+cdef unsigned int _serials = 0    # registration serials (see kset.h)
+
+# The descriptors and functions that make a class "our own", filled in by
+# declare_own() when asyncore and asynchat are imported.
+cdef dict _own_writable = {}      # writable function -> KIND_*
+cdef set _own_readable = set()
+cdef object _d_connected = None
+cdef object _d_accepting = None
+cdef object _d_producer_fifo = None
+cdef object _d_out_buffer = None
+cdef object _d_class = None
+
+cdef object S_READABLE = "readable"
+cdef object S_WRITABLE = "writable"
+cdef object S_CONNECTED = "connected"
+cdef object S_ACCEPTING = "accepting"
+cdef object S_PRODUCER_FIFO = "producer_fifo"
+cdef object S_OUT_BUFFER = "out_buffer"
+cdef object S_WBUF = "_wbuf"
+cdef object S_WOFF = "_woff"
+cdef object S_CLASS = "__class__"
+cdef object _OBJECT_CLASS = object.__dict__["__class__"]
+
+
+# ----------------------------------------------- descriptors on our classes
+
+
+cdef inline dict _instance_dict(object obj):
+    return <dict>PyObject_GenericGetDict(obj, NULL)
+
+
+cdef object _no_attribute(object obj, object name):
+    return AttributeError(
+        f"'{type(obj).__name__}' object has no attribute '{name}'", name=name, obj=obj)
+
+
+@cython.final
+cdef class Watched:
+    """A plain instance attribute whose assignment is seen by the loop.
+
+    The value lives in the instance's __dict__ under its own name, exactly
+    where 3.11 kept it; only setting (and deleting) it goes through here,
+    which marks the channel for the next pass to ask again.  With
+    ``on_read`` the channel is marked on every read too: for a mutable
+    value (the producer fifo) that the reader may change in place.
+    """
+
+    cdef readonly object name
+    cdef object default
+    cdef bint has_default
+    cdef bint on_read
+
+    def __cinit__(self, name, *default, on_read=False):
+        self.name = name
+        self.has_default = len(default) > 0
+        self.default = default[0] if default else None
+        self.on_read = on_read
+
+    def __get__(self, obj, owner):
+        cdef PyObject *found
+        if obj is None:
+            return self.default if self.has_default else self
+        found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
+        if found == NULL:
+            if self.has_default:
+                return self.default
+            raise _no_attribute(obj, self.name)
+        if self.on_read:
+            _touch(obj)
+        return <object>found
+
+    def __set__(self, obj, value):
+        _instance_dict(obj)[self.name] = value
+        _touch(obj)
+
+    def __delete__(self, obj):
+        try:
+            del _instance_dict(obj)[self.name]
+        except KeyError:
+            raise _no_attribute(obj, self.name) from None
+        _touch(obj)
+
+
+@cython.final
+cdef class Predicate:
+    """readable()/writable() of our classes, as a method that sees overrides.
+
+    Reading it gives the function bound to the instance, or what was set on
+    the instance, as a plain function in the class would.  Setting or
+    deleting it on an instance marks the channel, so a pass asks again.
+    """
+
+    cdef readonly object func
+    cdef object name
+
+    def __cinit__(self, func):
+        self.func = func
+        self.name = func.__name__
+
+    def __get__(self, obj, owner):
+        cdef PyObject *found
+        if obj is None:
+            return self.func
+        # An instance override wins only where this is what the class
+        # finds; super() from a subclass's override gets our function.
+        if _PyType_Lookup(_type_of(<PyObject *>obj), <PyObject *>self.name) == <PyObject *>self:
+            found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
+            if found != NULL:
+                return <object>found
+        return PyMethod_New(self.func, obj)
+
+    def __set__(self, obj, value):
+        _instance_dict(obj)[self.name] = value
+        _touch(obj)
+
+    def __delete__(self, obj):
+        try:
+            del _instance_dict(obj)[self.name]
+        except KeyError:
+            raise _no_attribute(obj, self.name) from None
+        _touch(obj)
+
+    @property
+    def __doc__(self):
+        return self.func.__doc__
+
+    @property
+    def __wrapped__(self):
+        return self.func
+
+
+@cython.final
+cdef class ClassSlot:
+    """``__class__`` of our dispatchers: object's own, and assignment marks the channel."""
+
+    def __get__(self, obj, owner):
+        if obj is None:
+            return self
+        return type(obj)
+
+    def __set__(self, obj, value):
+        _OBJECT_CLASS.__set__(obj, value)
+        _touch(obj)
+
+    def __delete__(self, obj):
+        _OBJECT_CLASS.__delete__(obj)
+
+
+def touch(obj):
+    """Tell the loop that obj's readable()/writable() may answer differently now."""
+    _touch(obj)
+
+
+cdef inline void _touch(object obj) noexcept:
+    cdef PyObject *found
+    cdef _Entry e
+    if not _owners or obj is _asking:
+        return
+    found = PyDict_GetItemWithError(_owners, PyLong_FromVoidPtr(<void *>obj))
+    if found == NULL:
+        PyErr_Clear()
+        return
+    e = <_Entry>found
+    while e is not None:
+        e.mark()
+        e = e.next_owner
+
+
+
+def declare_own(readable=(), writable=None, connected=None, accepting=None,
+                producer_fifo=None, out_buffer=None, class_slot=None):
+    """Tell the core which predicates and descriptors are asyncore's and asynchat's own.
+
+    Called by the two modules at import.  A class whose predicates and
+    watched attributes all resolve to these has its interest cached; any
+    other class is asked every pass.
+    """
+    global _d_connected, _d_accepting, _d_producer_fifo, _d_out_buffer, _d_class
+    for func in readable:
+        _own_readable.add(func)
+    if writable:
+        for func, kind in writable.items():
+            _own_writable[func] = {"const": KIND_CONST, "send": KIND_SEND,
+                                   "chat": KIND_CHAT}[kind]
+    if connected is not None:
+        _d_connected = connected
+    if accepting is not None:
+        _d_accepting = accepting
+    if producer_fifo is not None:
+        _d_producer_fifo = producer_fifo
+    if out_buffer is not None:
+        _d_out_buffer = out_buffer
+    if class_slot is not None:
+        _d_class = class_slot
+    # Any class already classified may be judged differently now.
+    for reg in list(_registries.values()):
+        (<_Registry>reg).types.clear()
+        (<_Registry>reg).rebuild = True
+
+
+# ------------------------------------------------------- types and entries
+
+
+@cython.final
+cdef class _TypeInfo:
+    """What a pass may assume of one class, valid while its version tag holds."""
+    cdef unsigned int tag
+    cdef int kind          # KIND_* of its writable(), or 0: not ours, ask every pass
+
+
+cdef PyObject *_lookup_type(PyTypeObject *tp, object name):
+    return _PyType_Lookup(tp, <PyObject *>name)
+
+
+cdef int _classify(PyTypeObject *tp) except -1:
+    """KIND_* when every predicate and watched attribute of the class is ours, else 0."""
+    cdef PyObject *r
+    cdef PyObject *w
+    cdef int kind
+    if tp.tp_getattro != <void *>PyObject_GenericGetAttr \
+            or tp.tp_setattro != <void *>PyObject_GenericSetAttr:
+        return 0
+    if _d_connected is None or _d_class is None:
+        return 0
+    r = _lookup_type(tp, S_READABLE)
+    w = _lookup_type(tp, S_WRITABLE)
+    if r == NULL or w == NULL or type(<object>r) is not Predicate \
+            or type(<object>w) is not Predicate:
+        return 0
+    if (<Predicate>r).func not in _own_readable:
+        return 0
+    kind = _own_writable.get((<Predicate>w).func, 0)
+    if kind == 0:
+        return 0
+    if _lookup_type(tp, S_CONNECTED) != <PyObject *>_d_connected \
+            or _lookup_type(tp, S_ACCEPTING) != <PyObject *>_d_accepting \
+            or _lookup_type(tp, S_CLASS) != <PyObject *>_d_class:
+        return 0
+    if kind == KIND_SEND:
+        if _d_out_buffer is None \
+                or _lookup_type(tp, S_OUT_BUFFER) != <PyObject *>_d_out_buffer \
+                or _is_descriptor(_lookup_type(tp, S_WBUF)) \
+                or _is_descriptor(_lookup_type(tp, S_WOFF)):
+            return 0
+    elif kind == KIND_CHAT:
+        if _d_producer_fifo is None \
+                or _lookup_type(tp, S_PRODUCER_FIFO) != <PyObject *>_d_producer_fifo:
+            return 0
+    return kind
+
+
+cdef bint _is_descriptor(PyObject *found):
+    return found != NULL and hasattr(type(<object>found), "__get__")
+
+
+@cython.final
+cdef class _Entry:
+    """One channel of a watched map."""
+    cdef _Registry reg        # None once removed
+    cdef PyObject *obj        # borrowed: the map holds it while we do
+    cdef int fd
+    cdef long long seq        # position in the map's order
+    cdef unsigned char want   # WANT_* from the last asking
+    cdef short kmask          # what the kernel holds (0: nothing)
+    cdef short target         # what it should hold
+    cdef unsigned int serial
+    cdef bint dirty
+    cdef bint volatile
+    cdef bint asked           # want is valid
+    cdef bint bad             # the kernel refused the descriptor: EBADF
+    cdef bint side            # the kernel refused it otherwise: poll(2) it
+    cdef bint muted           # left out after an event select() would not report
+    cdef _TypeInfo info
+    cdef _Entry next_owner    # the same channel in another map
+
+    cdef inline void mark(self) noexcept:
+        if not self.dirty and self.reg is not None:
+            self.dirty = True
+            self.reg.dirty.append(self)
+
+
+@cython.final
+cdef class _KSet:
+    """One kernel interest set; closed when the last user lets go.
+
+    A pass waiting on it in another thread keeps it open, so the descriptor
+    number is never reused under a wait.
+    """
+    cdef int kfd
+
+    def __cinit__(self):
+        self.kfd = cya_kset_open()
+        if self.kfd < 0:
+            raise OSError(errno, os.strerror(errno))
+
+    def __dealloc__(self):
+        if self.kfd >= 0:
+            cya_kset_close(self.kfd)
+
+
+ctypedef struct _Ready:
+    long long seq
+    int fd
+    short revents
+    unsigned char want
+
+
+cdef int _by_seq(const void *a, const void *b) noexcept nogil:
+    cdef long long x = (<_Ready *>a).seq
+    cdef long long y = (<_Ready *>b).seq
+    return (x > y) - (x < y)
+
+
+ctypedef struct _Dirty:
+    long long seq
+    PyObject *entry
+
+
+cdef int _dirty_by_seq(const void *a, const void *b) noexcept nogil:
+    cdef long long x = (<_Dirty *>a).seq
+    cdef long long y = (<_Dirty *>b).seq
+    return (x > y) - (x < y)
+
+
+@cython.final
+cdef class _Registry:
+    """The kernel-side interest of one map."""
+    cdef dict entries         # fd -> _Entry
+    cdef list dirty
+    cdef dict types           # type -> _TypeInfo
+    cdef _KSet kset
+    cdef bint rebuild         # resynchronise from the map before the next pass
+    cdef bint valid           # every key is a plain descriptor number
+    cdef int mode             # MODE_* the kernel masks are for, 0: none yet
+    cdef unsigned long forks
+    cdef long long next_seq
+    cdef Py_ssize_t n_select  # entries select() would be given
+    cdef Py_ssize_t n_poll    # entries poll() would be given
+    cdef Py_ssize_t n_kernel  # entries the kernel holds
+    cdef Py_ssize_t n_bad
+    cdef Py_ssize_t n_side
+    cdef Py_ssize_t n_volatile
+    cdef Py_ssize_t asked_last    # channels asked in the last pass (for tests)
+
+    def __cinit__(self):
+        self.entries = {}
+        self.dirty = []
+        self.types = {}
+        self.rebuild = True
+
+    # -- entries
+
+    cdef _Entry add(self, object key, PyObject *obj, long long seq):
+        cdef _Entry e = _Entry.__new__(_Entry)
+        cdef PyObject *found
+        e.reg = self
+        e.obj = obj
+        e.fd = key
+        e.seq = seq
+        self.entries[key] = e
+        owner_key = PyLong_FromVoidPtr(<void *>obj)
+        found = PyDict_GetItemWithError(_owners, owner_key)
+        if found != NULL:
+            e.next_owner = <_Entry>found
+        _owners[owner_key] = e
+        e.mark()
+        return e
+
+    cdef void remove(self, _Entry e) noexcept:
+        cdef _Entry prev, cur
+        cdef PyObject *found
+        if e.reg is None:
+            return
+        try:
+            self._forget_kernel(e)
+            self._count(e, -1)
+            if self.entries.get(e.fd) is e:
+                del self.entries[e.fd]
+            owner_key = PyLong_FromVoidPtr(<void *>e.obj)
+            found = PyDict_GetItemWithError(_owners, owner_key)
+            if found != NULL:
+                cur = <_Entry>found
+                if cur is e:
+                    if e.next_owner is None:
+                        del _owners[owner_key]
+                    else:
+                        _owners[owner_key] = e.next_owner
+                else:
+                    while cur is not None:
+                        if cur.next_owner is e:
+                            cur.next_owner = e.next_owner
+                            break
+                        cur = cur.next_owner
+        except BaseException:
+            PyErr_Clear()
+        e.reg = None
+        e.obj = NULL
+        e.next_owner = None
+        if not self.entries:
+            # An empty map holds no descriptor of ours open.
+            self.kset = None
+
+    cdef void clear(self) noexcept:
+        for e in list(self.entries.values()):
+            self.remove(<_Entry>e)
+        self.entries.clear()
+        del self.dirty[:]
+        self.kset = None
+        self.n_select = self.n_poll = self.n_kernel = 0
+        self.n_bad = self.n_side = self.n_volatile = 0
+
+    cdef void _count(self, _Entry e, int sign) noexcept:
+        if e.asked and e.want:
+            self.n_select += sign
+        if e.asked and e.want & WANT_RW:
+            self.n_poll += sign
+        if e.kmask:
+            self.n_kernel += sign
+        if e.bad:
+            self.n_bad += sign
+        if e.side:
+            self.n_side += sign
+        if e.volatile:
+            self.n_volatile += sign
+
+    cdef void _forget_kernel(self, _Entry e) noexcept:
+        # Before the channel closes its descriptor: epoll keys a
+        # registration by (open file, number), and a registration made
+        # through a number that is closed while a duplicate keeps the file
+        # open could not be removed any more.
+        if self.forks != _forks:
+            # In a forked child the set is the parent's: leave it alone.
+            self.kset = None
+            self.rebuild = True
+        elif e.kmask and self.kset is not None:
+            cya_kset_forget(self.kset.kfd, e.fd)
+        if e.kmask:
+            self.n_kernel -= 1
+            e.kmask = 0
+
+    # -- the map's watcher
+
+    cdef void on_event(self, PyDict_WatchEvent event, PyObject *key, PyObject *value) noexcept:
+        cdef PyObject *found
+        cdef _Entry e
+        if event == PyDict_EVENT_CLEARED or event == PyDict_EVENT_DEALLOCATED:
+            self.clear()
+            return
+        if event == PyDict_EVENT_CLONED:
+            self.rebuild = True
+            return
+        if self.rebuild:
+            return      # resynchronised from the map before the next pass anyway
+        k = <object>key
+        if type(k) is not int or not 0 <= k <= 2147483647:
+            self.rebuild = True
+            return
+        found = PyDict_GetItemWithError(self.entries, k)
+        e = <_Entry>found if found != NULL else None
+        if event == PyDict_EVENT_ADDED:
+            if e is not None:
+                self.remove(e)
+            self.add(k, value, self.next_seq)
+            self.next_seq += 1
+        elif event == PyDict_EVENT_MODIFIED:
+            if e is None:
+                self.rebuild = True
+            elif e.obj != value:
+                # Same place in the map, another channel.
+                self.remove(e)
+                self.add(k, value, e.seq)
+        elif event == PyDict_EVENT_DELETED:
+            if e is not None:
+                self.remove(e)
+
+    # -- resynchronising
+
+    cdef int resync(self, object map) except -1:
+        """Forget everything and take the map as it is now (in its order)."""
+        cdef Py_ssize_t pos = 0
+        cdef PyObject *k
+        cdef PyObject *v
+        self.clear()
+        self.types.clear()
+        self.mode = 0
+        self.rebuild = False
+        self.valid = True
+        for key in list(map):
+            if type(key) is not int or not 0 <= key <= 2147483647:
+                # Keys that are not descriptor numbers (sockets, negative
+                # numbers, bools...) take the snapshot path, which gives
+                # them the errors and meaning 3.11 did.
+                self.valid = False
+                self.rebuild = True
+                return 0
+        # No Python code runs inside this loop, so the dict cannot change.
+        while PyDict_Next(map, &pos, &k, &v):
+            self.add(<object>k, v, self.next_seq)
+            self.next_seq += 1
+        return 0
+
+    cdef int rekernel(self) except -1:
+        """A new kernel set holding what the old one should have held."""
+        cdef _Entry e
+        self.kset = None
+        for x in list(self.entries.values()):
+            e = <_Entry>x
+            self._count(e, -1)
+            e.kmask = 0
+            try:
+                if e.target and not e.muted and not e.side:
+                    self.apply(e, e.target)
+            finally:
+                self._count(e, 1)
+        return 0
+
+    # -- asking the channels
+
+    cdef int sync(self, object map, int mode) except -1:
+        """Bring the kernel set up to date for a pass in ``mode``."""
+        cdef list todo
+        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t n
+        cdef _Entry e
+        if self.forks != _forks:
+            # A forked child shares its parent's epoll set: make its own.
+            self.forks = _forks
+            self.kset = None
+            self.rebuild = True
+        if self.rebuild:
+            self.resync(map)
+            if not self.valid:
+                return 0
+        self.check_types()
+        if self.mode != mode:
+            # select() and poll() are asked for different things: ask again.
+            self.mode = mode
+            for e in self.entries.values():
+                e.mark()
+        todo = self.dirty
+        self.dirty = []
+        n = len(todo)
+        self.asked_last = 0
+        if n == 0:
+            return 0
+        _sort_entries(todo)
+        try:
+            while i < n:
+                e = <_Entry>todo[i]
+                if e.reg is self:
+                    e.dirty = False
+                    self.ask(e, mode)
+                    self.asked_last += 1
+                i += 1
+        except BaseException:
+            # The rest (this one too) is asked on the next pass.
+            while i < n:
+                e = <_Entry>todo[i]
+                if e.reg is self:
+                    e.dirty = False
+                    e.mark()
+                i += 1
+            raise
+        return 0
+
+    cdef int ask(self, _Entry e, int mode) except -1:
+        """3.11's questions to one channel, in its order; then tell the kernel."""
+        global _asking
+        cdef unsigned char want = 0
+        cdef short target = 0
+        obj = <object>e.obj
+        previous = _asking
+        _asking = obj
+        try:
+            if mode == MODE_SELECT:
+                is_r = obj.readable()
+                is_w = obj.writable()
+                if is_r:
+                    want = WANT_READ
+                if is_w and not obj.accepting:
+                    want |= WANT_WRITE
+                if is_r or is_w:
+                    want |= WANT_EXCEPT
+            else:
+                if obj.readable():
+                    want = WANT_READ
+                if obj.writable() and not obj.accepting:
+                    want |= WANT_WRITE
+        finally:
+            _asking = previous
+        if e.reg is not self:
+            return 0    # a predicate took it out of the map
+        steady = self.steady(e, obj)
+        if e.reg is not self:
+            return 0
+        # No Python code runs from here to the end: the counts stay true
+        # for a loop in another thread.
+        self._count(e, -1)
+        e.want = want
+        e.asked = True
+        e.muted = False
+        if mode == MODE_SELECT:
+            if want & WANT_READ:
+                target = CYA_POLLIN
+            if want & WANT_WRITE:
+                target |= CYA_POLLOUT
+            if want & WANT_EXCEPT:
+                target |= CYA_POLLPRI
+        else:
+            if want & WANT_READ:
+                target = CYA_POLLIN | CYA_POLLPRI
+            if want & WANT_WRITE:
+                target |= CYA_POLLOUT
+        try:
+            self.apply(e, target)
+        finally:
+            e.volatile = e.bad or not steady
+            self._count(e, 1)
+        if e.volatile:
+            e.mark()
+        return 0
+
+    cdef bint steady(self, _Entry e, object obj) except -1:
+        """Whether obj's answers can only change through what _touch() sees."""
+        cdef PyObject *found
+        cdef PyObject *tp = <PyObject *>_type_of(<PyObject *>obj)
+        cdef _TypeInfo info
+        found = PyDict_GetItemWithError(self.types, <object>tp)
+        if found == NULL:
+            info = _TypeInfo.__new__(_TypeInfo)
+            _judge(<PyTypeObject *>tp, info)
+            if len(self.types) >= 4096:
+                # Classes made on the fly: start over rather than grow.
+                self.types.clear()
+                for other in self.entries.values():
+                    (<_Entry>other).mark()
+            self.types[<object>tp] = info
+        else:
+            info = <_TypeInfo>found
+        e.info = info
+        if info.kind == 0:
+            return False
+        d = _instance_dict(obj)
+        if S_READABLE in d or S_WRITABLE in d:
+            return False
+        if info.kind == KIND_SEND:
+            found = PyDict_GetItemWithError(d, S_WBUF)
+            # A buffer someone else holds may grow in place, unseen.
+            if found != NULL and type(<object>found) is not bytes and _refcnt(found) > 1:
+                return False
+        elif info.kind == KIND_CHAT:
+            found = PyDict_GetItemWithError(d, S_PRODUCER_FIFO)
+            if found != NULL and _refcnt(found) > 1:
+                return False
+        return True
+
+    cdef int check_types(self) except -1:
+        """Re-judge every class patched since the last pass; ask its channels again."""
+        cdef _TypeInfo info
+        cdef PyTypeObject *tp
+        changed = None
+        for tp_obj, info_obj in self.types.items():
+            info = <_TypeInfo>info_obj
+            tp = <PyTypeObject *>tp_obj
+            if info.tag != 0 and tp.tp_version_tag != info.tag:
+                if changed is None:
+                    changed = []
+                changed.append(info)
+        if changed is None:
+            return 0
+        for info_obj in changed:
+            for tp_obj, other in self.types.items():
+                if other is info_obj:
+                    _judge(<PyTypeObject *>tp_obj, <_TypeInfo>other)
+                    break
+        for e in self.entries.values():
+            if (<_Entry>e).info in changed:
+                (<_Entry>e).mark()
+        return 0
+
+    # -- telling the kernel
+
+    cdef int apply(self, _Entry e, short target) except -1:
+        """Make the kernel hold ``target`` for e (counts are the caller's)."""
+        global _serials
+        cdef int err
+        e.target = target
+        if e.side:
+            if target == 0:
+                e.side = False
+            return 0
+        e.bad = False
+        if target == e.kmask:
+            return 0
+        if self.kset is None:
+            if target == 0:
+                return 0
+            self.kset = _KSet()
+        if e.kmask == 0:
+            _serials += 1
+            e.serial = _serials
+        err = cya_kset_set(self.kset.kfd, e.fd, e.kmask, target, e.serial)
+        if err == 0:
+            e.kmask = target
+        elif err == EBADF:
+            # Not an open descriptor: select() fails and poll() says POLLNVAL.
+            e.kmask = 0
+            e.bad = True
+        else:
+            # The kernel set will not take it (a regular file: EPERM); it is
+            # polled beside the set instead.
+            e.kmask = 0
+            e.side = True
+        return 0
+
+    cdef int mute(self, _Entry e) except -1:
+        """Stop watching e until it is asked again (see the select pass)."""
+        self._count(e, -1)
+        if e.kmask and self.kset is not None:
+            cya_kset_set(self.kset.kfd, e.fd, e.kmask, 0, 0)
+        e.kmask = 0
+        e.muted = True
+        if e.side:
+            e.side = False
+        self._count(e, 1)
+        return 0
+
+    # -- waiting
+
+    cdef Py_ssize_t wait(self, int ms, _Ready **ready, bint with_bad) except -1:
+        """Wait up to ms; put what is ready in *ready (malloc'ed), map order."""
+        cdef _KSet kset = self.kset
+        cdef Py_ssize_t cap, n = 0, m = 0, k = 0, i
+        cdef int got, kfd = -1
+        cdef cya_kraw *raw = NULL
+        cdef cya_kevent *kev = NULL
+        cdef cya_pollfd *pfd = NULL
+        cdef _Ready *out
+        cdef _Entry e
+        cdef list extra = None
+        cdef PyObject *found
+        if kset is not None:
+            kfd = kset.kfd
+        if self.n_side or (with_bad and self.n_bad):
+            extra = [x for x in self.entries.values()
+                     if (<_Entry>x).side or (with_bad and (<_Entry>x).bad)]
+            m = len(extra)
+        cap = self.n_kernel + m + 1
+        raw = <cya_kraw *>PyMem_Malloc(cap * sizeof(cya_kraw))
+        kev = <cya_kevent *>PyMem_Malloc(cap * sizeof(cya_kevent))
+        out = <_Ready *>PyMem_Malloc(cap * sizeof(_Ready))
+        if m:
+            pfd = <cya_pollfd *>PyMem_Malloc((m + 1) * sizeof(cya_pollfd))
+        if raw == NULL or kev == NULL or out == NULL or (m and pfd == NULL):
+            PyMem_Free(raw)
+            PyMem_Free(kev)
+            PyMem_Free(out)
+            PyMem_Free(pfd)
+            raise MemoryError()
+        ready[0] = out
+        try:
+            if m == 0:
+                if kset is None:
+                    _wait(NULL, 0, ms)
+                else:
+                    n = _kwait(kfd, raw, kev, cap - 1, ms)
+            else:
+                # Descriptors the kernel set refused are polled beside it.
+                pfd[0].fd = kfd
+                pfd[0].events = CYA_POLLIN
+                pfd[0].revents = 0
+                for i in range(m):
+                    e = <_Entry>extra[i]
+                    pfd[i + 1].fd = e.fd
+                    pfd[i + 1].events = e.target
+                    pfd[i + 1].revents = 0
+                if with_bad and self.n_bad:
+                    ms = 0      # poll() would report POLLNVAL at once
+                _wait(pfd, m + 1, ms)
+                if kfd >= 0 and pfd[0].revents:
+                    n = _kwait(kfd, raw, kev, cap - 1 - m, 0)
+                for i in range(m):
+                    e = <_Entry>extra[i]
+                    if e.bad:
+                        pfd[i + 1].revents = CYA_POLLNVAL
+                    if pfd[i + 1].revents:
+                        kev[n].fd = e.fd
+                        kev[n].serial = 0xFFFFFFFF
+                        kev[n].revents = pfd[i + 1].revents
+                        n += 1
+            for i in range(n):
+                found = PyDict_GetItemWithError(self.entries, kev[i].fd)
+                if found == NULL:
+                    continue        # removed while we waited
+                e = <_Entry>found
+                if kev[i].serial == 0xFFFFFFFF:
+                    if not (e.side or e.bad):
+                        continue
+                    out[k].revents = kev[i].revents
+                else:
+                    if e.kmask == 0 or kev[i].serial != e.serial:
+                        if kset is self.kset and e.kmask and kev[i].serial != e.serial:
+                            # A registration outlived its descriptor (closed
+                            # behind the loop's back while a duplicate keeps
+                            # the file open): only a new set is rid of it.
+                            self.rekernel()
+                        continue
+                    out[k].revents = kev[i].revents & (e.kmask | CYA_POLLERR | CYA_POLLHUP)
+                    if out[k].revents == 0:
+                        continue
+                out[k].seq = e.seq
+                out[k].fd = e.fd
+                out[k].want = e.want
+                k += 1
+            if k > 1:
+                qsort(out, k, sizeof(_Ready), _by_seq)
+                # kqueue reports reading and writing apart: one per channel.
+                n = 0
+                for i in range(1, k):
+                    if out[i].seq == out[n].seq:
+                        out[n].revents |= out[i].revents
+                    else:
+                        n += 1
+                        out[n] = out[i]
+                k = n + 1
+        finally:
+            PyMem_Free(raw)
+            PyMem_Free(kev)
+            PyMem_Free(pfd)
+        return k
+
+
+cdef void _sort_entries(list todo) except *:
+    """Sort entries by map position, cheaply when they already are."""
+    cdef Py_ssize_t i, n = len(todo)
+    cdef _Dirty *tmp
+    for i in range(1, n):
+        if (<_Entry>todo[i - 1]).seq > (<_Entry>todo[i]).seq:
+            break
+    else:
+        return
+    tmp = <_Dirty *>PyMem_Malloc(n * sizeof(_Dirty))
+    if tmp == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            tmp[i].seq = (<_Entry>todo[i]).seq
+            tmp[i].entry = <PyObject *>todo[i]
+        qsort(tmp, n, sizeof(_Dirty), _dirty_by_seq)
+        ordered = [<object>tmp[i].entry for i in range(n)]
+        todo[:] = ordered
+    finally:
+        PyMem_Free(tmp)
+
+
+cdef int _judge(PyTypeObject *tp, _TypeInfo info) except -1:
+    PyUnstable_Type_AssignVersionTag(tp)
+    info.tag = tp.tp_version_tag
+    info.kind = _classify(tp) if info.tag != 0 else 0
+    if tp.tp_version_tag != info.tag:
+        info.kind = 0
+    return 0
+
+
+cdef int _kwait(int kfd, cya_kraw *raw, cya_kevent *kev, Py_ssize_t cap, int ms) except -1:
+    """cya_kset_wait with the GIL released; EINTR runs signal handlers and retries."""
+    cdef int got
+    cdef int err
+    cdef int most = <int>min(cap, 1 << 20)
+    cdef double deadline = 0.0
+    if most < 1:
+        most = 1
+    if ms > 0:
+        deadline = cya_monotonic() + ms / 1000.0
+    while True:
+        with nogil:
+            got = cya_kset_wait(kfd, raw, kev, most, ms)
+            err = errno
+        if got >= 0:
+            return got
+        if err != EINTR:
+            raise OSError(err, os.strerror(err))
+        PyErr_CheckSignals()
+        if ms > 0:
+            ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+
+
+# ---------------------------------------------------- passes over the set
+
+
+cdef _Registry _registry_for(object map):
+    """The map's registry once it is worth one, else None (take a snapshot)."""
+    cdef PyObject *found
+    cdef _Registry reg
+    if not _kset_on or type(map) is not dict:
+        return None
+    key = PyLong_FromVoidPtr(<void *>map)
+    found = PyDict_GetItemWithError(_registries, key)
+    if found == NULL:
+        # First sight: follow the map from now on, but take this pass the
+        # snapshot way, so a fresh dict for every pass never pays for a set.
+        reg = _Registry.__new__(_Registry)
+        reg.forks = _forks
+        PyDict_Watch(_watcher, map)
+        _registries[key] = reg
+        return None
+    return <_Registry>found
+
+
+cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
+    """select()'s pass over the kernel set: what select() would report, as it would."""
+    cdef _Ready *ready = NULL
+    cdef Py_ssize_t n, i, kept
+    cdef int ms
+    cdef double deadline = 0.0
+    cdef PyObject *found
+    cdef _Entry e
+    if reg.n_select == 0:
+        time.sleep(timeout)
+        return 0
+    ms = select_timeout_ms(timeout)
+    if reg.n_bad:
+        # select() fails as a whole on a descriptor that is not open.
+        raise OSError(EBADF, os.strerror(EBADF))
+    if ms > 0:
+        deadline = cya_monotonic() + ms / 1000.0
+    try:
+        while True:
+            PyMem_Free(ready)
+            ready = NULL
+            n = reg.wait(ms, &ready, False)
+            kept = 0
+            for i in range(n):
+                if (ready[i].want & WANT_READ and ready[i].revents & SELECT_READ) \
+                        or (ready[i].want & WANT_WRITE and ready[i].revents & SELECT_WRITE) \
+                        or ready[i].revents & SELECT_EXCEPT:
+                    ready[kept] = ready[i]
+                    kept += 1
+                else:
+                    # poll(2)-style news select() would not give (a hang-up
+                    # on a channel asked only about exceptional conditions):
+                    # select() would sleep on, so stop watching it until the
+                    # channel is asked again, and wait out the rest.
+                    found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
+                    if found != NULL:
+                        reg.mute(<_Entry>found)
+            if kept or n == 0 or ms == 0:
+                n = kept
+                break
+            if ms > 0:
+                ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+        for i in range(n):
+            found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
+            if found != NULL:
+                (<_Entry>found).mark()
+        # Reads, then writes, then exceptional conditions, each in map order.
+        for i in range(n):
+            if ready[i].want & WANT_READ and ready[i].revents & SELECT_READ:
+                obj = _lookup_fd(map, ready[i].fd)
+                if obj is not None:
+                    _read(obj)
+        for i in range(n):
+            if ready[i].want & WANT_WRITE and ready[i].revents & SELECT_WRITE:
+                obj = _lookup_fd(map, ready[i].fd)
+                if obj is not None:
+                    _write(obj)
+        for i in range(n):
+            if ready[i].revents & SELECT_EXCEPT:
+                obj = _lookup_fd(map, ready[i].fd)
+                if obj is not None:
+                    _expt(obj)
+    finally:
+        PyMem_Free(ready)
+    return 0
+
+
+cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except -1:
+    """poll()'s pass over the kernel set: its flags to readwrite(), in map order."""
+    cdef _Ready *ready = NULL
+    cdef Py_ssize_t n, i
+    cdef PyObject *found
+    if reg.n_poll == 0 and ms < 0:
+        # As the snapshot pass: nothing could end this wait.
+        time.sleep(original)
+    try:
+        n = reg.wait(ms, &ready, True)
+        for i in range(n):
+            found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
+            if found != NULL:
+                (<_Entry>found).mark()
+        for i in range(n):
+            obj = _lookup_fd(map, ready[i].fd)
+            if obj is not None:
+                _readwrite(obj, ready[i].revents)
+    finally:
+        PyMem_Free(ready)
+    return 0
+
+
+cdef int _on_dict_event(PyDict_WatchEvent event, PyObject *d, PyObject *key,
+                        PyObject *value) noexcept:
+    cdef PyObject *pending = PyErr_GetRaisedException()
+    cdef PyObject *found
+    try:
+        found = PyDict_GetItemWithError(_registries, PyLong_FromVoidPtr(<void *>d))
+        if found != NULL:
+            (<_Registry>found).on_event(event, key, value)
+            if event == PyDict_EVENT_DEALLOCATED:
+                del _registries[PyLong_FromVoidPtr(<void *>d)]
+    except BaseException:
+        pass
+    PyErr_SetRaisedException(pending)
+    return 0
+
+
+def _after_fork():
+    global _forks
+    _forks += 1
+
+
+def use_kernel_set(on):
+    """Whether long-lived maps get a kernel interest set (epoll/kqueue); returns the old value.
+
+    Off, every pass is a poll(2) snapshot of the whole map, as before.  The
+    environment variable ASYNCORE_BACKEND=poll turns it off at import.
+    """
+    global _kset_on
+    previous = _kset_on
+    _kset_on = bool(on) and CYA_KSET != 0 and _watcher >= 0
+    if not _kset_on:
+        for reg in _registries.values():
+            (<_Registry>reg).clear()
+            (<_Registry>reg).rebuild = True
+    return previous
+
+
+def backend():
+    """What passes wait with: "epoll", "kqueue" or "poll" (or "select" without poll(2))."""
+    if _kset_on:
+        return CYA_KSET_NAME.decode()
+    return "poll" if CYA_HAVE_POLL else "select"
+
+
+def interest_info(map):
+    """How the core watches ``map`` (for tests and debugging), or None.
+
+    channels: entries followed; volatile: asked every pass; asked_last_pass:
+    channels asked in the last pass; in_kernel: registered in the kernel set.
+    """
+    found = _registries.get(PyLong_FromVoidPtr(<void *>map)) if type(map) is dict else None
+    if found is None:
+        return None
+    reg = <_Registry>found
+    return {
+        "backend": CYA_KSET_NAME.decode(),
+        "active": not reg.rebuild and reg.valid,
+        "channels": len(reg.entries),
+        "volatile": reg.n_volatile,
+        "asked_last_pass": reg.asked_last,
+        "in_kernel": reg.n_kernel,
+    }
+
+
+if CYA_KSET:
+    _watcher = PyDict_AddWatcher(_on_dict_event)
+    if _watcher < 0:
+        PyErr_Clear()
+    os.register_at_fork(after_in_child=_after_fork)
+    use_kernel_set(os.environ.get("ASYNCORE_BACKEND", "").lower() not in ("poll", "select"))
 
 
 # ------------------------------------------------------------------- loop

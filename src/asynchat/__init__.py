@@ -270,10 +270,31 @@ def find_prefix_at_end(haystack, needle):
     return n
 
 
+def _watch_state():
+    """As asyncore._watch_state, for async_chat: see there.
+
+    ``producer_fifo`` stays an instance attribute; reading it marks the
+    channel too, because the reader may append to the deque in place.
+    """
+    hooks = asyncore._hooks
+    if hooks is None:
+        return
+    fifo = hooks.Watched("producer_fifo", on_read=True)
+    async_chat.producer_fifo = fifo
+    for name in ("readable", "writable"):
+        setattr(async_chat, name, hooks.Predicate(async_chat.__dict__[name]))
+    hooks.declare_own(
+        readable=[async_chat.readable],
+        writable={async_chat.writable: "chat"},
+        producer_fifo=fifo,
+    )
+
+
 def _install_core(core):
     global _consume
     _consume = core.chat_consume
 
 
+_watch_state()
 _consume = None
 _install_core(_core.load(asyncore.CORE))

@@ -38,6 +38,11 @@ from ._common import (
 
 __version__ = "0.1.0"
 
+# The compiled core's descriptors for the classes below, or None (see
+# _core.hooks and _watch_state at the end of this module).
+_hooks = _core.hooks()
+_touch = _hooks.touch if _hooks is not None else lambda obj: None
+
 # The map every dispatcher and loop() uses unless given one.  Programs rebind
 # it, so it is looked up each time it is needed, never captured.
 socket_map = {}
@@ -148,6 +153,11 @@ class dispatcher:
     closing = False
     addr = None
     ignore_log_types = frozenset({"warning"})
+
+    if _hooks is not None:
+        # object's own __class__, except that assigning it tells the loop
+        # (a class can only be given this way, in its body).
+        __class__ = _hooks.ClassSlot()
 
     def __init__(self, sock=None, map=None):
         self._map = socket_map if map is None else map
@@ -426,6 +436,8 @@ class dispatcher_with_send(dispatcher):
 
     @property
     def out_buffer(self):
+        # Whoever reads it may change it in place: the loop asks again.
+        _touch(self)
         if self._wown:
             # Hand out the pending bytes as the type 3.11 would have had, and
             # stop treating them as private: the caller may keep or grow them.
@@ -445,6 +457,7 @@ class dispatcher_with_send(dispatcher):
         self._wbuf = data
         self._woff = 0
         self._wown = False
+        _touch(self)
 
     def initiate_send(self):
         if type(self).out_buffer is not _OUT_BUFFER:
@@ -462,6 +475,7 @@ class dispatcher_with_send(dispatcher):
         sent = dispatcher.send(self, chunk)
         if sent:
             self._consume(sent)
+            _touch(self)
 
     def _own(self, start):
         """Make _wbuf[start:] a private bytearray, as 3.11 made a new object."""
@@ -513,11 +527,14 @@ class dispatcher_with_send(dispatcher):
             self._wbuf = data
             piece = data if len(data) <= self._SEND_MAX else data[: self._SEND_MAX]
             sent = dispatcher.send(self, piece)
-            if sent and self._wbuf is data:
+            if self._wbuf is data:
                 if sent >= len(data):
                     self._wbuf = _EMPTY
                 else:
-                    self._own(sent)
+                    if sent:
+                        self._own(sent)
+                    # Output is pending now: the loop must wait for writability.
+                    _touch(self)
             return
         if not isinstance(data, (bytes, bytearray, memoryview)):
             # 3.11 concatenated onto bytes; keep its error for non-bytes.
@@ -529,6 +546,7 @@ class dispatcher_with_send(dispatcher):
         if not self._wown:
             self._own(self._woff)
         self._wbuf += data
+        _touch(self)
         self.initiate_send()
 
 
@@ -634,13 +652,47 @@ def _install_core(core):
     global _impl, CORE, BACKEND, read, write, _exception, readwrite
     _impl = core
     CORE = core.NAME
-    # What the passes wait with: poll(2), or select(2) where there is no poll.
-    BACKEND = "poll" if core.HAS_POLL else "select"
+    # What the passes wait with: epoll or kqueue (the compiled core, for a
+    # map it sees again), else poll(2), or select(2) where there is no poll.
+    BACKEND = core.backend() if hasattr(core, "backend") else ("poll" if core.HAS_POLL else "select")
     read = core.read
     write = core.write
     _exception = core._exception
     readwrite = core.readwrite
 
 
+def _watch_state():
+    """Let the compiled core see every change of what our predicates read.
+
+    3.11 asked each channel readable() and writable() on every pass.  The
+    compiled core asks only channels whose answer may have changed, so the
+    attributes those answers come from become descriptors that tell it
+    (values still live in the instance's __dict__, as in 3.11), and the
+    predicates become descriptors that notice an override set on the
+    instance.  See _asyncore_core's "kernel interest set" section.
+    """
+    if _hooks is None:
+        return
+    connected = _hooks.Watched("connected", False)
+    accepting = _hooks.Watched("accepting", False)
+    dispatcher.connected = connected
+    dispatcher.accepting = accepting
+    for cls, name in (
+        (dispatcher, "readable"),
+        (dispatcher, "writable"),
+        (dispatcher_with_send, "writable"),
+    ):
+        setattr(cls, name, _hooks.Predicate(cls.__dict__[name]))
+    _hooks.declare_own(
+        readable=[dispatcher.readable],
+        writable={dispatcher.writable: "const", dispatcher_with_send.writable: "send"},
+        connected=connected,
+        accepting=accepting,
+        out_buffer=_OUT_BUFFER,
+        class_slot=dispatcher.__dict__["__class__"],
+    )
+
+
+_watch_state()
 _impl = CORE = BACKEND = read = write = _exception = readwrite = None
 _install_core(_core.init())

@@ -53,6 +53,23 @@ def default():
         return load("pure")
 
 
+def hooks():
+    """The compiled core's module for the dispatcher classes, or None.
+
+    The classes install its descriptors (see ``_asyncore_core.Watched``) so
+    that a kernel interest set sees their state change.  They are installed
+    whenever the extension can be imported, whichever core is active, so
+    switching cores never changes a class; with ASYNCORE_NO_EXTENSIONS set
+    the extension is not imported at all and the classes stay plain.
+    """
+    if os.environ.get("ASYNCORE_NO_EXTENSIONS"):
+        return None
+    try:
+        return importlib.import_module(_MODULES["compiled"])
+    except ImportError:
+        return None
+
+
 def active():
     """Name of the active core."""
     return _active.NAME

@@ -21,3 +21,23 @@ cdef extern from "compat.h" nogil:
                         const char *needle, Py_ssize_t nlen)
     Py_ssize_t cya_prefix_at_end(const char *hay, Py_ssize_t hlen,
                                  const char *needle, Py_ssize_t nlen)
+
+
+# The kernel-side interest set in kset.h (epoll, kqueue, or none: CYA_KSET 0).
+cdef extern from "kset.h" nogil:
+    const int CYA_KSET
+    const char *CYA_KSET_NAME
+
+    ctypedef struct cya_kraw:
+        pass
+
+    ctypedef struct cya_kevent:
+        int fd
+        unsigned int serial
+        short revents
+
+    int cya_kset_open()
+    int cya_kset_close(int kfd)
+    int cya_kset_set(int kfd, int fd, short old, short events, unsigned int serial)
+    void cya_kset_forget(int kfd, int fd)
+    int cya_kset_wait(int kfd, cya_kraw *raw, cya_kevent *out, int max, int ms)
