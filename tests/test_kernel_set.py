@@ -1,0 +1,380 @@
+"""The compiled core's kernel interest set: what it costs, and what it must not break.
+
+test_interest.py proves, on both cores and against 3.11, that every way a
+channel's interest can change is seen by the next pass.  This file checks
+the compiled core's side of the bargain with its introspection hook
+(``_asyncore_core.interest_info``): that a pass over a long-lived map asks
+only the channels that may have changed (idle channels of our own classes
+cost nothing), that channels overriding a predicate are still asked every
+pass, and that the set follows the map, a fork and descriptors closed
+behind the loop's back.
+"""
+
+import gc
+import os
+import socket
+import weakref
+
+import pytest
+
+import asynchat
+import asyncore
+from support import DEADLINE, HAS_POLL, connected_pair
+
+pytestmark = pytest.mark.cyasyncore_only
+
+PASS_TIMEOUT = 0.05
+IDLE = 300
+
+LOOP_MODES = [False, True] if HAS_POLL else [False]
+LOOP_MODE_IDS = ["select", "poll"] if HAS_POLL else ["select"]
+
+
+@pytest.fixture
+def kernel(core):
+    """The compiled core with its kernel set on; skips elsewhere."""
+    if core != "compiled":
+        pytest.skip("the kernel interest set belongs to the compiled core")
+    import _asyncore_core
+
+    if not _asyncore_core.use_kernel_set(True):
+        _asyncore_core.use_kernel_set(False)
+        pytest.skip("no epoll or kqueue here")
+    return _asyncore_core
+
+
+@pytest.fixture(params=LOOP_MODES, ids=LOOP_MODE_IDS)
+def use_poll(request):
+    return request.param
+
+
+class Chan(asyncore.dispatcher_with_send):
+    reads = 0
+
+    def handle_read(self):
+        data = self.recv(65536)
+        if data:
+            type(self).reads += 1
+            self.received = getattr(self, "received", b"") + data
+
+
+class Chat(asynchat.async_chat):
+    def __init__(self, sock, map):
+        super().__init__(sock, map)
+        self.set_terminator(b"\n")
+        self.lines = []
+        self.buf = []
+
+    def collect_incoming_data(self, data):
+        self.buf.append(data)
+
+    def found_terminator(self):
+        self.lines.append(b"".join(self.buf))
+        self.buf = []
+        self.push(b"pong\n")
+
+
+class Listener(asyncore.dispatcher):
+    def handle_accept(self):
+        pair = self.accept()
+        if pair:
+            pair[0].close()
+
+
+class Overrider(Chan):
+    asked = 0
+
+    def writable(self):
+        type(self).asked += 1
+        return False
+
+
+def run(map, use_poll, passes=1):
+    for _ in range(passes):
+        asyncore.loop(timeout=PASS_TIMEOUT, use_poll=use_poll, map=map, count=1)
+
+
+class World:
+    """A private map of idle channels of every kind we own, plus one busy pair."""
+
+    def __init__(self, kernel, use_poll, idle=IDLE):
+        self.kernel = kernel
+        self.use_poll = use_poll
+        self.map = {}
+        self.sockets = []
+        self.idle = []
+        kinds = [Chan, lambda s, m: Chat(s, m)]
+        for i in range(idle):
+            a, b = socket.socketpair()
+            self.sockets += [a, b]
+            self.idle.append(kinds[i % 2](b, self.map))
+        self.listener = Listener(map=self.map)
+        self.listener.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(5)
+        self.peer, ours = connected_pair()
+        self.sockets += [self.peer, ours]
+        self.busy = Chat(ours, self.map)
+
+    def info(self):
+        return self.kernel.interest_info(self.map)
+
+    def ping(self):
+        self.peer.sendall(b"ping\n")
+        end = 100
+        while not self.peer_has_pong() and end:
+            run(self.map, self.use_poll)
+            end -= 1
+        assert end, "no pong"
+
+    def peer_has_pong(self):
+        self.peer.settimeout(0)
+        try:
+            got = self.peer.recv(5)
+        except BlockingIOError:
+            return False
+        finally:
+            self.peer.settimeout(DEADLINE)
+        assert got == b"pong\n"
+        return True
+
+    def close(self):
+        asyncore.close_all(map=self.map, ignore_all=True)
+        for s in self.sockets:
+            s.close()
+
+
+@pytest.fixture
+def world(kernel, use_poll):
+    w = World(kernel, use_poll)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def settle(world):
+    # The first pass over a new map takes a snapshot; the next builds the set.
+    run(world.map, world.use_poll, 3)
+    info = world.info()
+    assert info["active"], info
+    return info
+
+
+def test_idle_channels_are_not_asked(world):
+    info = settle(world)
+    assert info["channels"] == IDLE + 2
+    assert info["volatile"] == 0
+    for _ in range(5):
+        run(world.map, world.use_poll)
+        assert world.info()["asked_last_pass"] == 0
+    # A busy channel among them: only it is asked, after each of its events.
+    for _ in range(5):
+        world.ping()
+        assert world.info()["asked_last_pass"] <= 1
+    assert world.busy.lines == [b"ping"] * 5
+
+
+def test_backend_names_the_kernel_set(kernel):
+    assert asyncore.BACKEND == kernel.backend() == ("epoll" if os.uname().sysname == "Linux" else "kqueue")
+    previous = kernel.use_kernel_set(False)
+    try:
+        assert kernel.backend() == "poll"
+    finally:
+        kernel.use_kernel_set(previous)
+
+
+def test_overriding_channels_are_asked_every_pass(kernel, use_poll):
+    m = {}
+    socks = []
+    try:
+        for _ in range(20):
+            a, b = socket.socketpair()
+            socks += [a, b]
+            Overrider(b, m)
+        run(m, use_poll, 3)
+        Overrider.asked = 0
+        run(m, use_poll, 4)
+        assert Overrider.asked == 20 * 4
+        info = kernel.interest_info(m)
+        assert info["volatile"] == 20 and info["asked_last_pass"] == 20
+    finally:
+        asyncore.close_all(map=m, ignore_all=True)
+        for s in socks:
+            s.close()
+
+
+def _set_connected(chan):
+    chan.connected = False
+
+
+def _set_accepting(chan):
+    chan.accepting = True
+
+
+def _queue(chan):
+    if isinstance(chan, asynchat.async_chat):
+        chan.producer_fifo.append(b"x")
+    else:
+        chan.out_buffer += b"x"
+
+
+def _override(chan):
+    chan.writable = lambda: False
+
+
+def _swap_class(chan):
+    chan.__class__ = type("Swapped", (type(chan),), {})
+
+
+@pytest.mark.parametrize("kind", [0, 1], ids=["dispatcher_with_send", "async_chat"])
+@pytest.mark.parametrize("change", [_set_connected, _set_accepting, _queue, _override, _swap_class])
+def test_a_state_change_asks_that_channel_only(world, change, kind):
+    settle(world)
+    run(world.map, world.use_poll)
+    target = world.idle[IDLE // 2 + kind]
+    change(target)
+    run(world.map, world.use_poll)
+    assert world.info()["asked_last_pass"] == 1
+
+
+def test_class_patch_asks_its_channels_only(world):
+    class Patched(Chan):
+        pass
+
+    a, b = socket.socketpair()
+    world.sockets += [a, b]
+    patched = Patched(b, world.map)
+    settle(world)
+    run(world.map, world.use_poll)
+    Patched.writable = lambda self: True
+    try:
+        run(world.map, world.use_poll)
+        info = world.info()
+        assert info["asked_last_pass"] == 1 and info["volatile"] == 1
+        assert patched.writable()
+    finally:
+        del Patched.writable
+
+
+def test_fresh_dict_each_pass_builds_no_set(kernel, use_poll):
+    a, b = socket.socketpair()
+    try:
+        chan = Chan(b, map={})
+        for _ in range(5):
+            m = {b.fileno(): chan}
+            run(m, use_poll)
+            assert not kernel.interest_info(m)["active"]
+        fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+        del m
+        gc.collect()
+        if fds is not None:
+            assert len(os.listdir("/proc/self/fd")) <= fds
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_abandoned_map_is_collected_with_its_channels(kernel, use_poll):
+    a, b = socket.socketpair()
+    m = {}
+    chan = Chan(b, m)
+    ref = weakref.ref(chan)
+    run(m, use_poll, 3)
+    assert kernel.interest_info(m)["active"]
+    # The channel refers to its map and the map to the channel: a cycle the
+    # collector must still be able to free, as with 3.11.
+    chan.socket = None
+    del chan, m
+    gc.collect()
+    assert ref() is None
+    a.close()
+    b.close()
+
+
+def test_keys_that_are_not_descriptor_numbers_take_the_snapshot_path(kernel, use_poll):
+    a, b = socket.socketpair()
+    m = {}
+    try:
+        chan = Chan(b, m)
+        run(m, use_poll, 3)
+        assert kernel.interest_info(m)["active"]
+        # A socket as key: select() took any object with fileno().  (poll()
+        # reported the number, which then found nothing in the map.)
+        m[b] = m.pop(b.fileno())
+        a.sendall(b"by socket")
+        for _ in range(3):
+            run(m, use_poll)
+        assert getattr(chan, "received", b"") == (b"" if use_poll else b"by socket")
+        assert not kernel.interest_info(m)["active"]
+    finally:
+        m.clear()
+        a.close()
+        b.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_leaves_the_parents_set_alone(kernel, use_poll):
+    peer, ours = connected_pair()
+    m = {}
+    chan = Chan(ours, m)
+    try:
+        run(m, use_poll, 3)
+        assert kernel.interest_info(m)["active"]
+        pid = os.fork()
+        if pid == 0:
+            # The child closes its copy of the channel and loops on: with a
+            # shared epoll set this would remove the parent's registration.
+            status = 1
+            try:
+                chan.close()
+                status = 0
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        peer.sendall(b"after fork")
+        for _ in range(20):
+            run(m, use_poll)
+            if getattr(chan, "received", b"") == b"after fork":
+                break
+        assert chan.received == b"after fork"
+    finally:
+        asyncore.close_all(map=m, ignore_all=True)
+        peer.close()
+
+
+def test_registration_outliving_its_descriptor_is_discarded(kernel, use_poll):
+    # A pipe read through a duplicate: the duplicate is closed behind the
+    # loop's back (the pipe stays open through the original), then removed
+    # from the map.  epoll keeps the old registration; the number goes to a
+    # new channel; readiness of the old pipe must never reach it.
+    r, w = os.pipe()
+    m = {}
+    try:
+        reader = asyncore.file_dispatcher(r, map=m)
+        run(m, use_poll, 3)
+        dup_fd = reader.socket.fd
+        os.close(dup_fd)
+        reader.socket.fd = -1
+        del m[dup_fd]
+        peer, ours = connected_pair()
+        os.dup2(ours.fileno(), dup_fd, inheritable=False)
+        ours.close()
+        reused = socket.socket(fileno=dup_fd)
+        chan = Chan(reused, m)
+        os.write(w, b"old pipe")
+        run(m, use_poll, 3)
+        assert getattr(chan, "received", b"") == b""
+        peer.sendall(b"mine")
+        for _ in range(10):
+            run(m, use_poll)
+            if getattr(chan, "received", b"") == b"mine":
+                break
+        assert chan.received == b"mine"
+        peer.close()
+    finally:
+        asyncore.close_all(map=m, ignore_all=True)
+        os.close(r)
+        os.close(w)
+
