@@ -334,6 +334,19 @@ def accept_idle_connections(listener, count, holder):
     return accepted
 
 
+def assert_idle_channels_not_asked(chan_map, use_poll):
+    """With the compiled core's kernel set, a pass asks no idle channel."""
+    if asyncore.CORE != "compiled" or asyncore.BACKEND not in ("epoll", "kqueue"):
+        return
+    import _asyncore_core
+
+    for _ in range(3):
+        asyncore.loop(timeout=0, use_poll=use_poll, map=chan_map, count=1)
+        info = _asyncore_core.interest_info(chan_map)
+        assert info["active"] and info["volatile"] == 0, info
+        assert info["asked_last_pass"] <= 2, info
+
+
 @pytest.mark.parametrize("use_poll", [select_mode, poll_mode])
 def test_one_busy_connection_among_ten_thousand_idle(use_poll):
     with descriptor_budget(IDLE_CONNECTIONS + 8):
@@ -371,6 +384,7 @@ def test_one_busy_connection_among_ten_thousand_idle(use_poll):
                     assert IdleChannel.unexpected == IdleChannel.writes == 0
                     assert len(chan_map) == IDLE_CONNECTIONS + 2
                     assert ponger.connected and pinger.connected
+                    assert_idle_channels_not_asked(chan_map, use_poll)
                     # Output queued directly on idle channels, scattered
                     # through the map, goes out on the very next pass.
                     woken = idle[::97]
