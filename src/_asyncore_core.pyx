@@ -486,7 +486,8 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
     if reg is not None:
         reg.sync(map, MODE_POLL)
         if reg.valid:
-            return _kpoll_poll(reg, original, -1 if timeout is None else _poll_timeout_ms(timeout), map)
+            ms = -1 if timeout is None else _poll_timeout_ms(timeout)
+            return _kpoll_poll(reg, original, ms, map)
     try:
         p.take(map)
         for i in range(p.n):
@@ -545,7 +546,6 @@ cdef int _poll_timeout_ms(object ms) except? -2:
 cdef inline object _lookup_fd(object map, int fd):
     cdef object key = fd
     return _lookup(map, <PyObject *>key)
-
 
 
 # ------------------------------------------------- the kernel interest set
@@ -792,7 +792,6 @@ cdef inline void _touch(object obj) noexcept:
         e = e.next_owner
 
 
-
 def declare_own(readable=(), writable=None, connected=None, accepting=None,
                 producer_fifo=None, out_buffer=None, class_slot=None):
     """Tell the core which predicates and descriptors are asyncore's and asynchat's own.
@@ -993,7 +992,7 @@ cdef class _Registry:
         return e
 
     cdef void remove(self, _Entry e) noexcept:
-        cdef _Entry prev, cur
+        cdef _Entry cur
         cdef PyObject *found
         if e.reg is None:
             return
@@ -1357,7 +1356,7 @@ cdef class _Registry:
         """Wait up to ms; put what is ready in *ready (malloc'ed), map order."""
         cdef _KSet kset = self.kset
         cdef Py_ssize_t cap, n = 0, m = 0, k = 0, i
-        cdef int got, kfd = -1
+        cdef int kfd = -1
         cdef cya_kraw *raw = NULL
         cdef cya_kevent *kev = NULL
         cdef cya_pollfd *pfd = NULL
@@ -1540,7 +1539,6 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
     cdef int ms
     cdef double deadline = 0.0
     cdef PyObject *found
-    cdef _Entry e
     if reg.n_select == 0:
         time.sleep(timeout)
         return 0

@@ -176,7 +176,8 @@ def test_idle_channels_are_not_asked(world):
 
 
 def test_backend_names_the_kernel_set(kernel):
-    assert asyncore.BACKEND == kernel.backend() == ("epoll" if os.uname().sysname == "Linux" else "kqueue")
+    expected = "epoll" if os.uname().sysname == "Linux" else "kqueue"
+    assert asyncore.BACKEND == kernel.backend() == expected
     previous = kernel.use_kernel_set(False)
     try:
         assert kernel.backend() == "poll"

@@ -654,7 +654,7 @@ def _install_core(core):
     CORE = core.NAME
     # What the passes wait with: epoll or kqueue (the compiled core, for a
     # map it sees again), else poll(2), or select(2) where there is no poll.
-    BACKEND = core.backend() if hasattr(core, "backend") else ("poll" if core.HAS_POLL else "select")
+    BACKEND = core.backend()
     read = core.read
     write = core.write
     _exception = core._exception

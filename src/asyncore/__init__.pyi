@@ -64,7 +64,8 @@ class _Channel(_Readable, _Writable, _Exceptional, Protocol):
 
 # Which core runs the loop: "compiled" (the Cython extension) or "pure".
 CORE: str
-# How the active core waits: "poll" (poll(2)) or "select" (Windows).
+# How the active core waits: "epoll" or "kqueue" (the compiled core's kernel
+# interest set), "poll" (poll(2)) or "select" (Windows).
 BACKEND: str
 __version__: Final[str]
 

@@ -15,6 +15,7 @@ import sys
 EXPORTS = (
     "NAME",
     "HAS_POLL",
+    "backend",
     "read",
     "write",
     "_exception",

@@ -35,6 +35,11 @@ from ._common import (
 NAME = "pure"
 HAS_POLL = hasattr(select, "poll")
 
+
+def backend():
+    """What the passes wait with: poll(2), or select(2) where there is no poll."""
+    return "poll" if HAS_POLL else "select"
+
 # What select() would report, in poll(2)'s vocabulary (Linux fs/select.c):
 # a hang-up or error makes a descriptor readable; an error makes it writable.
 _SELECT_READ = POLLIN | POLLHUP | POLLERR
