@@ -162,6 +162,8 @@ lint: $(LINT_VENV)/.ready
 	# cython-lint runs pycodestyle as a command: the venv's bin/ goes first on PATH.
 	PATH=$(CURDIR)/$(LINT_VENV)/bin:$$PATH $(LINT_VENV)/bin/cython-lint \
 	  $(wildcard src/*.pyx src/*.pxd src/includes/*.pxd)
+	# kset.h's kqueue and no-kernel-set branches, which this machine does not build.
+	tools/check_kset.sh $(LINT_VENV)/bin/python
 	$(LINT_VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(LINT_VENV)/bin/check-jsonschema --builtin-schema custom.github-workflows-require-timeout \
 	  .github/workflows/*.yml
