@@ -15,6 +15,7 @@ exception reaches the object's handle_error().
 """
 
 cimport cython
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
 from cpython.exc cimport PyErr_CheckSignals
@@ -47,6 +48,7 @@ from includes.system cimport (
     cya_kset_wait,
 )
 
+import collections
 import os
 import time
 
@@ -586,6 +588,7 @@ cdef extern from "Python.h":
         unsigned int tp_version_tag
         void *tp_getattro
         void *tp_setattro
+        void *tp_descr_get
     int PyUnstable_Type_AssignVersionTag(PyTypeObject *t)
     PyObject *_PyType_Lookup(PyTypeObject *t, PyObject *name)
     PyObject *PyObject_GenericGetAttr(PyObject *o, PyObject *name)
@@ -622,9 +625,14 @@ cdef int _watcher = -1            # our dict watcher, or -1 (none: no kernel set
 cdef bint _kset_on = False        # kernel sets in use (see _kset_enable below)
 cdef dict _registries = {}        # id(map) -> _Registry, dropped when the map dies
 cdef dict _owners = {}            # id(channel) -> first _Entry of that channel
-cdef object _asking = None        # the channel whose predicates run now
+cdef object _asking = None        # the channel whose predicates run now,
+cdef unsigned long _asking_thread = 0   # in this thread
 cdef unsigned long _forks = 0     # bumped in a forked child: kernel sets are shared
 cdef unsigned int _serials = 0    # registration serials (see kset.h)
+# The serial that marks an event from poll(2) beside the kernel set (never a
+# registration's): side entries and descriptors the kernel refused.
+cdef unsigned int SIDE_SERIAL = 0xFFFFFFFF
+cdef object _deque = None
 
 # The descriptors and functions that make a class "our own", filled in by
 # declare_own() when asyncore and asynchat are imported.
@@ -685,7 +693,12 @@ cdef class Watched:
     def __get__(self, obj, owner):
         cdef PyObject *found
         if obj is None:
-            return self.default if self.has_default else self
+            if self.has_default:
+                return self.default
+            # As for any instance attribute the class itself does not have.
+            raise AttributeError(
+                f"type object '{owner.__name__}' has no attribute '{self.name}'",
+                name=self.name, obj=owner)
         found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
         if found == NULL:
             if self.has_default:
@@ -780,7 +793,7 @@ def touch(obj):
 cdef inline void _touch(object obj) noexcept:
     cdef PyObject *found
     cdef _Entry e
-    if not _owners or obj is _asking:
+    if not _owners or (obj is _asking and PyThread_get_thread_ident() == _asking_thread):
         return
     found = PyDict_GetItemWithError(_owners, PyLong_FromVoidPtr(<void *>obj))
     if found == NULL:
@@ -819,6 +832,7 @@ def declare_own(readable=(), writable=None, connected=None, accepting=None,
         _d_class = class_slot
     # Any class already classified may be judged differently now.
     for reg in list(_registries.values()):
+        (<_Registry>reg).clear()
         (<_Registry>reg).types.clear()
         (<_Registry>reg).rebuild = True
 
@@ -874,8 +888,8 @@ cdef int _classify(PyTypeObject *tp) except -1:
     return kind
 
 
-cdef bint _is_descriptor(PyObject *found):
-    return found != NULL and hasattr(type(<object>found), "__get__")
+cdef bint _is_descriptor(PyObject *found) noexcept:
+    return found != NULL and _type_of(found).tp_descr_get != NULL
 
 
 @cython.final
@@ -930,6 +944,37 @@ ctypedef struct _Ready:
     unsigned char want
 
 
+@cython.final
+cdef class _Buffers:
+    """What one wait fills: the kernel's events, and the ready channels in map order.
+
+    A registry keeps one between passes (see _Registry.take), so a steady
+    loop allocates nothing per pass; a nested or concurrent pass over the
+    same map finds it taken and makes its own.
+    """
+    cdef cya_kraw *raw
+    cdef cya_kevent *kev
+    cdef _Ready *out
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t raw_count     # events the kernel gave in the last wait
+
+    def __dealloc__(self):
+        PyMem_Free(self.raw)
+        PyMem_Free(self.kev)
+        PyMem_Free(self.out)
+
+    cdef int reserve(self, Py_ssize_t size) except -1:
+        if size <= self.cap:
+            return 0
+        size = max(size, 2 * self.cap, 16)
+        if not _grow(<void **>&self.raw, size * sizeof(cya_kraw)) \
+                or not _grow(<void **>&self.kev, size * sizeof(cya_kevent)) \
+                or not _grow(<void **>&self.out, size * sizeof(_Ready)):
+            raise MemoryError()
+        self.cap = size
+        return 0
+
+
 cdef int _by_seq(const void *a, const void *b) noexcept nogil:
     cdef long long x = (<_Ready *>a).seq
     cdef long long y = (<_Ready *>b).seq
@@ -966,6 +1011,19 @@ cdef class _Registry:
     cdef Py_ssize_t n_side
     cdef Py_ssize_t n_volatile
     cdef Py_ssize_t asked_last    # channels asked in the last pass (for tests)
+    cdef _Buffers spare
+
+    cdef _Buffers take(self):
+        cdef _Buffers b = self.spare
+        if b is None:
+            return _Buffers.__new__(_Buffers)
+        self.spare = None
+        return b
+
+    cdef void give_back(self, _Buffers b) noexcept:
+        # A set that shrank a lot gives its large buffers back to the system.
+        if b.cap <= 4 * (self.n_kernel + self.n_side + self.n_bad) + 64:
+            self.spare = b
 
     def __cinit__(self):
         self.entries = {}
@@ -1068,16 +1126,19 @@ cdef class _Registry:
     cdef void on_event(self, PyDict_WatchEvent event, PyObject *key, PyObject *value) noexcept:
         cdef PyObject *found
         cdef _Entry e
+        # Entries must never outlive the map's reference to their channel,
+        # so every event is followed, even with a resynchronisation pending;
+        # whatever calls for one drops all entries at once.
         if event == PyDict_EVENT_CLEARED or event == PyDict_EVENT_DEALLOCATED:
             self.clear()
             return
         if event == PyDict_EVENT_CLONED:
+            self.clear()
             self.rebuild = True
             return
-        if self.rebuild:
-            return      # resynchronised from the map before the next pass anyway
         k = <object>key
         if type(k) is not int or not 0 <= k <= 2147483647:
+            self.clear()
             self.rebuild = True
             return
         found = PyDict_GetItemWithError(self.entries, k)
@@ -1089,7 +1150,9 @@ cdef class _Registry:
             self.next_seq += 1
         elif event == PyDict_EVENT_MODIFIED:
             if e is None:
-                self.rebuild = True
+                if not self.rebuild:
+                    self.clear()
+                    self.rebuild = True
             elif e.obj != value:
                 # Same place in the map, another channel.
                 self.remove(e)
@@ -1170,7 +1233,7 @@ cdef class _Registry:
             return 0
         _sort_entries(todo)
         try:
-            while i < n:
+            while i < n and not self.rebuild:
                 e = <_Entry>todo[i]
                 if e.reg is self:
                     e.dirty = False
@@ -1190,12 +1253,14 @@ cdef class _Registry:
 
     cdef int ask(self, _Entry e, int mode) except -1:
         """3.11's questions to one channel, in its order; then tell the kernel."""
-        global _asking
+        global _asking, _asking_thread
         cdef unsigned char want = 0
         cdef short target = 0
+        cdef unsigned long previous_thread = _asking_thread
         obj = <object>e.obj
         previous = _asking
         _asking = obj
+        _asking_thread = PyThread_get_thread_ident()
         try:
             if mode == MODE_SELECT:
                 is_r = obj.readable()
@@ -1213,6 +1278,7 @@ cdef class _Registry:
                     want |= WANT_WRITE
         finally:
             _asking = previous
+            _asking_thread = previous_thread
         if e.reg is not self:
             return 0    # a predicate took it out of the map
         steady = self.steady(e, obj)
@@ -1237,7 +1303,7 @@ cdef class _Registry:
             if want & WANT_WRITE:
                 target |= CYA_POLLOUT
         try:
-            self.apply(e, target)
+            self.apply(e, target, True)
         finally:
             e.volatile = e.bad or not steady
             self._count(e, 1)
@@ -1270,34 +1336,41 @@ cdef class _Registry:
             return False
         if info.kind == KIND_SEND:
             found = PyDict_GetItemWithError(d, S_WBUF)
-            # A buffer someone else holds may grow in place, unseen.
-            if found != NULL and type(<object>found) is not bytes and _refcnt(found) > 1:
+            # A buffer someone else holds may grow in place, unseen; an
+            # object of another type may change its length by itself.
+            if found != NULL and type(<object>found) is not bytes \
+                    and (type(<object>found) is not bytearray or _refcnt(found) > 1):
                 return False
         elif info.kind == KIND_CHAT:
             found = PyDict_GetItemWithError(d, S_PRODUCER_FIFO)
-            if found != NULL and _refcnt(found) > 1:
+            if found != NULL and (type(<object>found) is not _deque or _refcnt(found) > 1):
                 return False
         return True
 
     cdef int check_types(self) except -1:
-        """Re-judge every class patched since the last pass; ask its channels again."""
+        """Re-judge every class modified since the last pass.
+
+        Its channels are asked again only when the verdict changes: while
+        the predicates and watched attributes are still ours, their answers
+        still follow the state we watch (a class that counts its events in
+        a class attribute is modified all the time, and that alone must
+        not cost a pass over its channels).
+        """
         cdef _TypeInfo info
-        cdef PyTypeObject *tp
+        cdef int kind
         changed = None
+        # _judge runs no Python code, so the dict cannot change meanwhile.
         for tp_obj, info_obj in self.types.items():
             info = <_TypeInfo>info_obj
-            tp = <PyTypeObject *>tp_obj
-            if info.tag != 0 and tp.tp_version_tag != info.tag:
-                if changed is None:
-                    changed = []
-                changed.append(info)
+            if info.tag != 0 and (<PyTypeObject *>tp_obj).tp_version_tag != info.tag:
+                kind = info.kind
+                _judge(<PyTypeObject *>tp_obj, info)
+                if info.kind != kind:
+                    if changed is None:
+                        changed = []
+                    changed.append(info)
         if changed is None:
             return 0
-        for info_obj in changed:
-            for tp_obj, other in self.types.items():
-                if other is info_obj:
-                    _judge(<PyTypeObject *>tp_obj, <_TypeInfo>other)
-                    break
         for e in self.entries.values():
             if (<_Entry>e).info in changed:
                 (<_Entry>e).mark()
@@ -1305,8 +1378,14 @@ cdef class _Registry:
 
     # -- telling the kernel
 
-    cdef int apply(self, _Entry e, short target) except -1:
-        """Make the kernel hold ``target`` for e (counts are the caller's)."""
+    cdef int apply(self, _Entry e, short target, bint verify=False) except -1:
+        """Make the kernel hold ``target`` for e (counts are the caller's).
+
+        With ``verify``, an unchanged registration is renewed all the same:
+        the kernel then says whether the descriptor is still open, which
+        select() and poll() found out on every pass.  (epoll forgets a
+        closed descriptor silently.)
+        """
         global _serials
         cdef int err
         e.target = target
@@ -1315,7 +1394,7 @@ cdef class _Registry:
                 e.side = False
             return 0
         e.bad = False
-        if target == e.kmask:
+        if target == e.kmask and (target == 0 or not verify):
             return 0
         if self.kset is None:
             if target == 0:
@@ -1323,8 +1402,15 @@ cdef class _Registry:
             self.kset = _KSet()
         if e.kmask == 0:
             _serials += 1
+            if _serials >= SIDE_SERIAL:
+                _serials = 1
             e.serial = _serials
-        err = cya_kset_set(self.kset.kfd, e.fd, e.kmask, target, e.serial)
+        if e.fd == self.kset.kfd:
+            # The channel's number is our kernel set's own: its descriptor
+            # was closed behind the loop's back and the number reused.
+            err = EBADF
+        else:
+            err = cya_kset_set(self.kset.kfd, e.fd, e.kmask, target, e.serial)
         if err == 0:
             e.kmask = target
         elif err == EBADF:
@@ -1352,37 +1438,36 @@ cdef class _Registry:
 
     # -- waiting
 
-    cdef Py_ssize_t wait(self, int ms, _Ready **ready, bint with_bad) except -1:
-        """Wait up to ms; put what is ready in *ready (malloc'ed), map order."""
+    cdef Py_ssize_t wait(self, int ms, _Buffers buf, bint with_bad) except -1:
+        """Wait up to ms; put what is ready in buf.out, in map order; return the count."""
         cdef _KSet kset = self.kset
         cdef Py_ssize_t cap, n = 0, m = 0, k = 0, i
         cdef int kfd = -1
-        cdef cya_kraw *raw = NULL
-        cdef cya_kevent *kev = NULL
+        cdef cya_kraw *raw
+        cdef cya_kevent *kev
         cdef cya_pollfd *pfd = NULL
         cdef _Ready *out
         cdef _Entry e
         cdef list extra = None
         cdef PyObject *found
+        cdef bint stale = False
         if kset is not None:
             kfd = kset.kfd
         if self.n_side or (with_bad and self.n_bad):
             extra = [x for x in self.entries.values()
                      if (<_Entry>x).side or (with_bad and (<_Entry>x).bad)]
             m = len(extra)
-        cap = self.n_kernel + m + 1
-        raw = <cya_kraw *>PyMem_Malloc(cap * sizeof(cya_kraw))
-        kev = <cya_kevent *>PyMem_Malloc(cap * sizeof(cya_kevent))
-        out = <_Ready *>PyMem_Malloc(cap * sizeof(_Ready))
+        # kqueue reports reading and writing of one descriptor apart.
+        cap = (2 if CYA_KSET == 2 else 1) * self.n_kernel + m + 1
+        buf.reserve(cap)
+        buf.raw_count = 0
+        raw = buf.raw
+        kev = buf.kev
+        out = buf.out
         if m:
             pfd = <cya_pollfd *>PyMem_Malloc((m + 1) * sizeof(cya_pollfd))
-        if raw == NULL or kev == NULL or out == NULL or (m and pfd == NULL):
-            PyMem_Free(raw)
-            PyMem_Free(kev)
-            PyMem_Free(out)
-            PyMem_Free(pfd)
-            raise MemoryError()
-        ready[0] = out
+            if pfd == NULL:
+                raise MemoryError()
         try:
             if m == 0:
                 if kset is None:
@@ -1410,21 +1495,31 @@ cdef class _Registry:
                         pfd[i + 1].revents = CYA_POLLNVAL
                     if pfd[i + 1].revents:
                         kev[n].fd = e.fd
-                        kev[n].serial = 0xFFFFFFFF
+                        kev[n].serial = SIDE_SERIAL
                         kev[n].revents = pfd[i + 1].revents
                         n += 1
+            buf.raw_count = n
             for i in range(n):
                 found = PyDict_GetItemWithError(self.entries, kev[i].fd)
                 if found == NULL:
-                    continue        # removed while we waited
+                    if kev[i].serial != SIDE_SERIAL and kset is self.kset and not stale:
+                        # Not in the map: removed while we waited, or a
+                        # registration that outlived its descriptor (closed
+                        # behind the loop's back while a duplicate keeps the
+                        # file open), which would fire on every wait.
+                        stale = True
+                        self.rekernel()
+                    continue
                 e = <_Entry>found
-                if kev[i].serial == 0xFFFFFFFF:
+                if kev[i].serial == SIDE_SERIAL:
                     if not (e.side or e.bad):
                         continue
                     out[k].revents = kev[i].revents
                 else:
                     if e.kmask == 0 or kev[i].serial != e.serial:
-                        if kset is self.kset and e.kmask and kev[i].serial != e.serial:
+                        if kset is self.kset and e.kmask and kev[i].serial != e.serial \
+                                and not stale:
+                            stale = True
                             # A registration outlived its descriptor (closed
                             # behind the loop's back while a duplicate keeps
                             # the file open): only a new set is rid of it.
@@ -1449,8 +1544,6 @@ cdef class _Registry:
                         out[n] = out[i]
                 k = n + 1
         finally:
-            PyMem_Free(raw)
-            PyMem_Free(kev)
             PyMem_Free(pfd)
         return k
 
@@ -1534,7 +1627,8 @@ cdef _Registry _registry_for(object map):
 
 cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
     """select()'s pass over the kernel set: what select() would report, as it would."""
-    cdef _Ready *ready = NULL
+    cdef _Buffers buf
+    cdef _Ready *ready
     cdef Py_ssize_t n, i, kept
     cdef int ms
     cdef double deadline = 0.0
@@ -1548,13 +1642,16 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
         raise OSError(EBADF, os.strerror(EBADF))
     if ms > 0:
         deadline = cya_monotonic() + ms / 1000.0
+    buf = reg.take()
     try:
         while True:
-            PyMem_Free(ready)
-            ready = NULL
-            n = reg.wait(ms, &ready, False)
+            n = reg.wait(ms, buf, False)
+            ready = buf.out
             kept = 0
             for i in range(n):
+                if ready[i].revents & CYA_POLLNVAL:
+                    # select() fails as a whole on a closed descriptor.
+                    raise OSError(EBADF, os.strerror(EBADF))
                 if (ready[i].want & WANT_READ and ready[i].revents & SELECT_READ) \
                         or (ready[i].want & WANT_WRITE and ready[i].revents & SELECT_WRITE) \
                         or ready[i].revents & SELECT_EXCEPT:
@@ -1568,7 +1665,7 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
                     found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
                     if found != NULL:
                         reg.mute(<_Entry>found)
-            if kept or n == 0 or ms == 0:
+            if kept or buf.raw_count == 0 or ms == 0:
                 n = kept
                 break
             if ms > 0:
@@ -1594,20 +1691,32 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
                 if obj is not None:
                     _expt(obj)
     finally:
-        PyMem_Free(ready)
+        reg.give_back(buf)
     return 0
 
 
 cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except -1:
     """poll()'s pass over the kernel set: its flags to readwrite(), in map order."""
-    cdef _Ready *ready = NULL
+    cdef _Buffers buf
+    cdef _Ready *ready
     cdef Py_ssize_t n, i
     cdef PyObject *found
+    cdef double deadline = 0.0
     if reg.n_poll == 0 and ms < 0:
         # As the snapshot pass: nothing could end this wait.
         time.sleep(original)
+    if ms > 0:
+        deadline = cya_monotonic() + ms / 1000.0
+    buf = reg.take()
     try:
-        n = reg.wait(ms, &ready, True)
+        while True:
+            n = reg.wait(ms, buf, True)
+            # Only what was not for us (see wait): wait out the rest.
+            if n or buf.raw_count == 0 or ms == 0:
+                break
+            if ms > 0:
+                ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+        ready = buf.out
         for i in range(n):
             found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
             if found != NULL:
@@ -1617,7 +1726,7 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
             if obj is not None:
                 _readwrite(obj, ready[i].revents)
     finally:
-        PyMem_Free(ready)
+        reg.give_back(buf)
     return 0
 
 
@@ -1867,5 +1976,6 @@ from asyncore._common import RERAISED as _RERAISED
 
 RERAISED = _RERAISED
 DISCONNECTED = _DISCONNECTED
+_deque = collections.deque
 PYTIME_TOO_LARGE = _PYTIME_TOO_LARGE
 _pure = _pure_module

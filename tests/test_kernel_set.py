@@ -10,9 +10,11 @@ pass, and that the set follows the map, a fork and descriptors closed
 behind the loop's back.
 """
 
+import errno
 import gc
 import os
 import socket
+import time
 import weakref
 
 import pytest
@@ -379,3 +381,146 @@ def test_registration_outliving_its_descriptor_is_discarded(kernel, use_poll):
         os.close(r)
         os.close(w)
 
+
+
+# --------------------------------------------------------------------------
+# Found in review: each of these broke an earlier version of the kernel set
+# --------------------------------------------------------------------------
+
+
+def test_a_predicate_editing_the_map_never_reaches_a_freed_channel(kernel, use_poll):
+    # A predicate adds a key that is not a descriptor number (the set must
+    # be rebuilt) and then deletes another channel later in the same pass.
+    m = {}
+    log = []
+    socks = []
+
+    class Victim(asyncore.dispatcher):
+        gone = False
+
+        def readable(self):
+            log.append(Victim.gone)
+            return True
+
+        def writable(self):
+            return False
+
+        def handle_read(self):
+            self.recv(10)
+
+    class Saboteur(Victim):
+        victim_fd = None
+
+        def readable(self):
+            if Saboteur.victim_fd is not None:
+                fd, Saboteur.victim_fd = Saboteur.victim_fd, None
+                m["junk"] = None
+                del m["junk"]
+                weak = weakref.ref(m.pop(fd))
+                Victim.gone = weak() is None
+            return True
+
+    try:
+        for cls in (Saboteur, Victim):
+            a, b = socket.socketpair()
+            socks += [a, b]
+            cls(a, map=m)
+        run(m, use_poll, 2)
+        Saboteur.victim_fd = socks[2].fileno()
+        run(m, use_poll, 2)
+        assert Victim.gone, "the victim should have been freed by now"
+        assert True not in log, "a freed channel was asked"
+    finally:
+        m.clear()
+        for s in socks:
+            s.close()
+
+
+def test_a_socket_closed_behind_the_loops_back(core, use_poll):
+    # 3.11: poll() flags it POLLNVAL (handle_close), select() raises EBADF.
+    m = {}
+    a, b = socket.socketpair()
+
+    class Careless(asyncore.dispatcher):
+        closes = 0
+
+        def handle_read(self):
+            self.recv(100)
+            self.socket.close()     # without leaving the map
+
+        def handle_close(self):
+            Careless.closes += 1
+            self.close()
+
+    try:
+        Careless(a, map=m)
+        b.send(b"hi")
+        if use_poll:
+            run(m, use_poll, 4)
+            assert Careless.closes == 1 and not m
+        else:
+            with pytest.raises(OSError) as info:
+                run(m, use_poll, 4)
+            assert info.value.errno == errno.EBADF
+    finally:
+        m.clear()
+        a.close()
+        b.close()
+
+
+def test_a_registration_nothing_owns_does_not_cut_the_wait_short(kernel, use_poll):
+    # The number is closed behind the loop's back while a duplicate keeps
+    # the pipe open, then leaves the map: epoll keeps reporting the pipe.
+    r, w = os.pipe()
+    m = {}
+    a, b = socket.socketpair()
+    try:
+        Chan(a, map=m)
+        reader = asyncore.file_dispatcher(r, map=m)
+        run(m, use_poll, 3)
+        dup_fd = reader.socket.fd
+        os.close(dup_fd)
+        reader.socket.fd = -1
+        del m[dup_fd]
+        os.write(w, b"x")
+        start = time.monotonic()
+        asyncore.loop(timeout=0.2, use_poll=use_poll, map=m, count=2)
+        # Each pass waits out its timeout, as select() and poll() would.
+        assert time.monotonic() - start >= 0.35
+    finally:
+        asyncore.close_all(map=m, ignore_all=True)
+        b.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_output_left_by_a_failed_send_is_still_sent(core, use_poll):
+    class Flaky:
+        def __init__(self, sock):
+            self.sock = sock
+            self.fail = True
+
+        def send(self, data):
+            if self.fail:
+                self.fail = False
+                raise OSError(errno.ENOBUFS, "No buffer space available")
+            return self.sock.send(data)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    m = {}
+    a, b = socket.socketpair()
+    b.settimeout(DEADLINE)
+    try:
+        chan = Chan(a, map=m)
+        run(m, use_poll, 3)
+        chan.socket = Flaky(chan.socket)
+        with pytest.raises(OSError):
+            chan.send(b"reply")
+        run(m, use_poll, 3)
+        assert b.recv(100) == b"reply"
+    finally:
+        m.clear()
+        a.close()
+        b.close()

@@ -526,7 +526,13 @@ class dispatcher_with_send(dispatcher):
             # as it did in 3.11.
             self._wbuf = data
             piece = data if len(data) <= self._SEND_MAX else data[: self._SEND_MAX]
-            sent = dispatcher.send(self, piece)
+            try:
+                sent = dispatcher.send(self, piece)
+            except BaseException:
+                # The data stays pending, as in 3.11: the loop must know.
+                if self._wbuf is data:
+                    _touch(self)
+                raise
             if self._wbuf is data:
                 if sent >= len(data):
                     self._wbuf = _EMPTY
