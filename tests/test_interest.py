@@ -50,18 +50,26 @@ class PassDriver:
         self.channels = []
         self.sockets = []
         self.fds = []
+        # Passes run, and of those how many ran over a kernel interest set.
+        self.passes = 0
+        self.kernel_passes = 0
 
     @property
     def map(self):
         return asyncore.socket_map if self.map_arg is None else self.map_arg
 
     def run_pass(self, map=None):
+        target = self.map if map is None else map
         asyncore.loop(
             timeout=PASS_TIMEOUT,
             use_poll=self.use_poll,
             map=self.map_arg if map is None else map,
             count=1,
         )
+        self.passes += 1
+        info = kernel_set_info(target)
+        if info and info["active"]:
+            self.kernel_passes += 1
 
     def within(self, passes, predicate, what):
         """Run passes until predicate() holds; fail if it takes more than ``passes``."""
@@ -108,6 +116,15 @@ def use_poll(request):
     return request.param
 
 
+def kernel_set_info(map):
+    """The compiled core's view of ``map`` when its kernel set is on, else None."""
+    if getattr(asyncore, "CORE", None) != "compiled" or asyncore.BACKEND not in ("epoll", "kqueue"):
+        return None
+    import _asyncore_core
+
+    return _asyncore_core.interest_info(map)
+
+
 @pytest.fixture(params=[False, True], ids=["global-map", "private-map"])
 def driver(request, use_poll):
     d = PassDriver(use_poll, request.param)
@@ -115,6 +132,10 @@ def driver(request, use_poll):
         yield d
     finally:
         d.close()
+    if d.passes >= 3 and kernel_set_info(d.map) is not None:
+        # These tests are about the kernel set in the compiled core: make
+        # sure they exercised it, not only the first pass's snapshot.
+        assert d.kernel_passes > 0, "no pass ran over the kernel interest set"
 
 
 def drain(sock):
