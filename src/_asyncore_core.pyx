@@ -742,10 +742,10 @@ cdef class Predicate:
             return self.func
         # An instance override wins only where this is what the class
         # finds; super() from a subclass's override gets our function.
-        if _PyType_Lookup(_type_of(<PyObject *>obj), <PyObject *>self.name) == <PyObject *>self:
-            found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
-            if found != NULL:
-                return <object>found
+        found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
+        if found != NULL and _PyType_Lookup(_type_of(<PyObject *>obj),
+                                            <PyObject *>self.name) == <PyObject *>self:
+            return <object>found
         return PyMethod_New(self.func, obj)
 
     def __set__(self, obj, value):
