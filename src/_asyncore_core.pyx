@@ -20,7 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF, PyObject
 from libc.errno cimport EINTR, errno
 from libc.math cimport ceil
 
@@ -50,6 +50,7 @@ from includes.system cimport (
 
 import collections
 import os
+import sys
 import time
 
 cdef extern from "Python.h":
@@ -593,6 +594,9 @@ cdef extern from "Python.h":
     PyObject *_PyType_Lookup(PyTypeObject *t, PyObject *name)
     PyObject *PyObject_GenericGetAttr(PyObject *o, PyObject *name)
     int PyObject_GenericSetAttr(PyObject *o, PyObject *name, PyObject *v)
+    PyObject *_PyObject_GenericGetAttrWithDict(PyObject *o, PyObject *name,
+                                               PyObject *d, int suppress)
+    PyObject *PyErr_Occurred()
     object PyObject_GenericGetDict(object o, void *context)
     object PyMethod_New(object func, object self)
     PyObject *PyErr_GetRaisedException()
@@ -653,10 +657,48 @@ cdef object S_OUT_BUFFER = "out_buffer"
 cdef object S_WBUF = "_wbuf"
 cdef object S_WOFF = "_woff"
 cdef object S_CLASS = "__class__"
+cdef object S_OVERRIDE_R = "_asyncore_readable"
+cdef object S_OVERRIDE_W = "_asyncore_writable"
 cdef object _OBJECT_CLASS = object.__dict__["__class__"]
 
 
 # ----------------------------------------------- descriptors on our classes
+
+
+# Where the descriptors keep their values: an ordinary instance attribute
+# under a private name ("_asyncore_" + the public name), read and written
+# with the generic attribute code, so neither a class's own __getattr__ or
+# __setattr__ sees it nor is the instance's __dict__ materialised (which
+# costs every later attribute access on the channel its fast path).
+cdef object _ABSENT = object()
+
+
+cdef inline object _storage_name(object name):
+    return sys.intern("_asyncore_" + name)
+
+
+cdef int _raise_pending() except -1:
+    if PyErr_Occurred() != NULL:
+        return -1
+    return 0
+
+
+cdef object _get_stored(object obj, object storage):
+    """The stored value (from the instance, or a class default), or _ABSENT."""
+    cdef PyObject *found = _PyObject_GenericGetAttrWithDict(
+        <PyObject *>obj, <PyObject *>storage, NULL, 1)
+    if found == NULL:
+        _raise_pending()
+        return _ABSENT
+    value = <object>found
+    Py_DECREF(value)    # <object> took its own reference
+    return value
+
+
+cdef int _set_stored(object obj, object storage, PyObject *value) except -1:
+    if PyObject_GenericSetAttr(<PyObject *>obj, <PyObject *>storage, value) < 0:
+        return -1
+    return 0
 
 
 cdef inline dict _instance_dict(object obj):
@@ -670,28 +712,33 @@ cdef object _no_attribute(object obj, object name):
 
 @cython.final
 cdef class Watched:
-    """A plain instance attribute whose assignment is seen by the loop.
+    """An instance attribute whose assignment is seen by the loop.
 
-    The value lives in the instance's __dict__ under its own name, exactly
-    where 3.11 kept it; only setting (and deleting) it goes through here,
-    which marks the channel for the next pass to ask again.  With
-    ``on_read`` the channel is marked on every read too: for a mutable
-    value (the producer fifo) that the reader may change in place.
+    Setting (and deleting) it goes through here, which marks the channel
+    for the next pass to ask again; the value itself is an ordinary
+    instance attribute under a private name (see _storage_name), or with
+    ``in_dict`` under its own name in the instance's __dict__, where code
+    that inspects a channel's __dict__ looks for it.  With ``on_read`` the
+    channel is marked on every read too: for a mutable value (the producer
+    fifo) that the reader may change in place.
     """
 
     cdef readonly object name
+    cdef readonly object storage
     cdef object default
     cdef bint has_default
     cdef bint on_read
+    cdef bint in_dict
 
-    def __cinit__(self, name, *default, on_read=False):
+    def __cinit__(self, name, *default, on_read=False, in_dict=False):
         self.name = name
+        self.in_dict = in_dict
+        self.storage = name if in_dict else _storage_name(name)
         self.has_default = len(default) > 0
         self.default = default[0] if default else None
         self.on_read = on_read
 
     def __get__(self, obj, owner):
-        cdef PyObject *found
         if obj is None:
             if self.has_default:
                 return self.default
@@ -699,23 +746,34 @@ cdef class Watched:
             raise AttributeError(
                 f"type object '{owner.__name__}' has no attribute '{self.name}'",
                 name=self.name, obj=owner)
-        found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
-        if found == NULL:
+        cdef PyObject *found
+        if self.in_dict:
+            found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
+            value = <object>found if found != NULL else _ABSENT
+        else:
+            value = _get_stored(obj, self.storage)
+        if value is _ABSENT:
             if self.has_default:
                 return self.default
             raise _no_attribute(obj, self.name)
         if self.on_read:
             _touch(obj)
-        return <object>found
+        return value
 
     def __set__(self, obj, value):
-        _instance_dict(obj)[self.name] = value
+        if self.in_dict:
+            _instance_dict(obj)[self.name] = value
+        else:
+            _set_stored(obj, self.storage, <PyObject *>value)
         _touch(obj)
 
     def __delete__(self, obj):
         try:
-            del _instance_dict(obj)[self.name]
-        except KeyError:
+            if self.in_dict:
+                del _instance_dict(obj)[self.name]
+            else:
+                _set_stored(obj, self.storage, NULL)
+        except (AttributeError, KeyError):
             raise _no_attribute(obj, self.name) from None
         _touch(obj)
 
@@ -730,32 +788,33 @@ cdef class Predicate:
     """
 
     cdef readonly object func
-    cdef object name
+    cdef readonly object name
+    cdef readonly object storage
 
     def __cinit__(self, func):
         self.func = func
         self.name = func.__name__
+        self.storage = _storage_name(self.name)
 
     def __get__(self, obj, owner):
-        cdef PyObject *found
         if obj is None:
             return self.func
         # An instance override wins only where this is what the class
         # finds; super() from a subclass's override gets our function.
-        found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
-        if found != NULL and _PyType_Lookup(_type_of(<PyObject *>obj),
-                                            <PyObject *>self.name) == <PyObject *>self:
-            return <object>found
+        found = _get_stored(obj, self.storage)
+        if found is not _ABSENT and _PyType_Lookup(
+                _type_of(<PyObject *>obj), <PyObject *>self.name) == <PyObject *>self:
+            return found
         return PyMethod_New(self.func, obj)
 
     def __set__(self, obj, value):
-        _instance_dict(obj)[self.name] = value
+        _set_stored(obj, self.storage, <PyObject *>value)
         _touch(obj)
 
     def __delete__(self, obj):
         try:
-            del _instance_dict(obj)[self.name]
-        except KeyError:
+            _set_stored(obj, self.storage, NULL)
+        except AttributeError:
             raise _no_attribute(obj, self.name) from None
         _touch(obj)
 
@@ -1331,19 +1390,22 @@ cdef class _Registry:
         e.info = info
         if info.kind == 0:
             return False
-        d = _instance_dict(obj)
-        if S_READABLE in d or S_WRITABLE in d:
+        if _get_stored(obj, S_OVERRIDE_R) is not _ABSENT \
+                or _get_stored(obj, S_OVERRIDE_W) is not _ABSENT:
             return False
+        # Below, a value held by the instance and by us has two references;
+        # a third is someone else's, who may change it in place, unseen.
         if info.kind == KIND_SEND:
-            found = PyDict_GetItemWithError(d, S_WBUF)
-            # A buffer someone else holds may grow in place, unseen; an
-            # object of another type may change its length by itself.
-            if found != NULL and type(<object>found) is not bytes \
-                    and (type(<object>found) is not bytearray or _refcnt(found) > 1):
+            value = _get_stored(obj, S_WBUF)
+            # An object of another type may change its length by itself.
+            if type(value) is not bytes and (
+                    type(value) is not bytearray or _refcnt(<PyObject *>value) > 2):
                 return False
         elif info.kind == KIND_CHAT:
-            found = PyDict_GetItemWithError(d, S_PRODUCER_FIFO)
-            if found != NULL and (type(<object>found) is not _deque or _refcnt(found) > 1):
+            # Kept in __dict__ (see asynchat), so the dict's reference and ours.
+            value = _instance_dict(obj).get(S_PRODUCER_FIFO, _ABSENT)
+            if value is not _ABSENT and (
+                    type(value) is not _deque or _refcnt(<PyObject *>value) > 2):
                 return False
         return True
 

@@ -273,13 +273,15 @@ def find_prefix_at_end(haystack, needle):
 def _watch_state():
     """As asyncore._watch_state, for async_chat: see there.
 
-    ``producer_fifo`` stays an instance attribute; reading it marks the
-    channel too, because the reader may append to the deque in place.
+    ``producer_fifo`` stays in the instance's __dict__ under its own name,
+    where code that copies or inspects a channel's state finds it; reading
+    it marks the channel too, because the reader may append to the deque in
+    place.
     """
     hooks = asyncore._hooks
     if hooks is None:
         return
-    fifo = hooks.Watched("producer_fifo", on_read=True)
+    fifo = hooks.Watched("producer_fifo", on_read=True, in_dict=True)
     async_chat.producer_fifo = fifo
     for name in ("readable", "writable"):
         setattr(async_chat, name, hooks.Predicate(async_chat.__dict__[name]))
