@@ -629,8 +629,6 @@ cdef int _watcher = -1            # our dict watcher, or -1 (none: no kernel set
 cdef bint _kset_on = False        # kernel sets in use (see _kset_enable below)
 cdef dict _registries = {}        # id(map) -> _Registry, dropped when the map dies
 cdef dict _owners = {}            # id(channel) -> first _Entry of that channel
-cdef object _asking = None        # the channel whose predicates run now,
-cdef unsigned long _asking_thread = 0   # in this thread
 cdef unsigned long _forks = 0     # bumped in a forked child: kernel sets are shared
 cdef unsigned int _serials = 0    # registration serials (see kset.h)
 # The serial that marks an event from poll(2) beside the kernel set (never a
@@ -852,7 +850,7 @@ def touch(obj):
 cdef inline void _touch(object obj) noexcept:
     cdef PyObject *found
     cdef _Entry e
-    if not _owners or (obj is _asking and PyThread_get_thread_ident() == _asking_thread):
+    if not _owners:
         return
     found = PyDict_GetItemWithError(_owners, PyLong_FromVoidPtr(<void *>obj))
     if found == NULL:
@@ -860,7 +858,10 @@ cdef inline void _touch(object obj) noexcept:
         return
     e = <_Entry>found
     while e is not None:
-        e.mark()
+        # What a channel's own predicates read while it is being asked is
+        # no news (the producer fifo marks on reading).
+        if not (e.asking and e.asking_thread == PyThread_get_thread_ident()):
+            e.mark()
         e = e.next_owner
 
 
@@ -968,6 +969,8 @@ cdef class _Entry:
     cdef bint bad             # the kernel refused the descriptor: EBADF
     cdef bint side            # the kernel refused it otherwise: poll(2) it
     cdef bint muted           # left out after an event select() would not report
+    cdef bint asking          # its predicates run now,
+    cdef unsigned long asking_thread    # in this thread
     cdef _TypeInfo info
     cdef _Entry next_owner    # the same channel in another map
 
@@ -1070,6 +1073,8 @@ cdef class _Registry:
     cdef Py_ssize_t n_side
     cdef Py_ssize_t n_volatile
     cdef Py_ssize_t asked_last    # channels asked in the last pass (for tests)
+    cdef int in_flight            # sync() calls asking channels now (threads)
+    cdef unsigned long generation # bumped when a registration goes or changes serial
     cdef _Buffers spare
 
     cdef _Buffers take(self):
@@ -1177,6 +1182,7 @@ cdef class _Registry:
         elif e.kmask and self.kset is not None:
             cya_kset_forget(self.kset.kfd, e.fd)
         if e.kmask:
+            self.generation += 1
             self.n_kernel -= 1
             e.kmask = 0
 
@@ -1266,7 +1272,7 @@ cdef class _Registry:
     cdef int sync(self, object map, int mode) except -1:
         """Bring the kernel set up to date for a pass in ``mode``."""
         cdef list todo
-        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t i = 0, j
         cdef Py_ssize_t n
         cdef _Entry e
         if self.forks != _forks:
@@ -1291,6 +1297,9 @@ cdef class _Registry:
         if n == 0:
             return 0
         _sort_entries(todo)
+        # While this thread asks, a pass in another thread must not take
+        # "nothing to wait for" for the truth (see the passes).
+        self.in_flight += 1
         try:
             while i < n and not self.rebuild:
                 e = <_Entry>todo[i]
@@ -1301,25 +1310,27 @@ cdef class _Registry:
                 i += 1
         except BaseException:
             # The rest (this one too) is asked on the next pass.
-            while i < n:
-                e = <_Entry>todo[i]
-                if e.reg is self:
-                    e.dirty = False
-                    e.mark()
-                i += 1
+            e = <_Entry>todo[i]
+            if e.reg is self:
+                e.mark()
+            for j in range(i + 1, n):
+                e = <_Entry>todo[j]
+                if e.reg is self and e.dirty:
+                    self.dirty.append(e)
             raise
+        finally:
+            self.in_flight -= 1
         return 0
 
     cdef int ask(self, _Entry e, int mode) except -1:
         """3.11's questions to one channel, in its order; then tell the kernel."""
-        global _asking, _asking_thread
         cdef unsigned char want = 0
         cdef short target = 0
-        cdef unsigned long previous_thread = _asking_thread
+        cdef bint was_asking = e.asking
+        cdef unsigned long previous_thread = e.asking_thread
         obj = <object>e.obj
-        previous = _asking
-        _asking = obj
-        _asking_thread = PyThread_get_thread_ident()
+        e.asking = True
+        e.asking_thread = PyThread_get_thread_ident()
         try:
             if mode == MODE_SELECT:
                 is_r = obj.readable()
@@ -1336,8 +1347,8 @@ cdef class _Registry:
                 if obj.writable() and not obj.accepting:
                     want |= WANT_WRITE
         finally:
-            _asking = previous
-            _asking_thread = previous_thread
+            e.asking = was_asking
+            e.asking_thread = previous_thread
         if e.reg is not self:
             return 0    # a predicate took it out of the map
         steady = self.steady(e, obj)
@@ -1463,6 +1474,7 @@ cdef class _Registry:
                 return 0
             self.kset = _KSet()
         if e.kmask == 0:
+            self.generation += 1
             _serials += 1
             if _serials >= SIDE_SERIAL:
                 _serials = 1
@@ -1513,6 +1525,9 @@ cdef class _Registry:
         cdef list extra = None
         cdef PyObject *found
         cdef bint stale = False
+        # Registrations changed by another thread while we waited make
+        # events that only look stale: judge staleness only without such.
+        cdef unsigned long generation = self.generation
         if kset is not None:
             kfd = kset.kfd
         if self.n_side or (with_bad and self.n_bad):
@@ -1564,7 +1579,8 @@ cdef class _Registry:
             for i in range(n):
                 found = PyDict_GetItemWithError(self.entries, kev[i].fd)
                 if found == NULL:
-                    if kev[i].serial != SIDE_SERIAL and kset is self.kset and not stale:
+                    if kev[i].serial != SIDE_SERIAL and kset is self.kset and not stale \
+                            and generation == self.generation:
                         # Not in the map: removed while we waited, or a
                         # registration that outlived its descriptor (closed
                         # behind the loop's back while a duplicate keeps the
@@ -1580,7 +1596,7 @@ cdef class _Registry:
                 else:
                     if e.kmask == 0 or kev[i].serial != e.serial:
                         if kset is self.kset and e.kmask and kev[i].serial != e.serial \
-                                and not stale:
+                                and not stale and generation == self.generation:
                             stale = True
                             # A registration outlived its descriptor (closed
                             # behind the loop's back while a duplicate keeps
@@ -1695,10 +1711,14 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
     cdef int ms
     cdef double deadline = 0.0
     cdef PyObject *found
-    if reg.n_select == 0:
+    if reg.n_select == 0 and reg.in_flight == 0:
         time.sleep(timeout)
         return 0
     ms = select_timeout_ms(timeout)
+    if reg.kset is None:
+        # Channels asked in another thread right now register here: wait
+        # on the set they will join (as 3.11's select() waited on them).
+        reg.kset = _KSet()
     if reg.n_bad:
         # select() fails as a whole on a descriptor that is not open.
         raise OSError(EBADF, os.strerror(EBADF))
@@ -1764,9 +1784,11 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
     cdef Py_ssize_t n, i
     cdef PyObject *found
     cdef double deadline = 0.0
-    if reg.n_poll == 0 and ms < 0:
+    if reg.n_poll == 0 and ms < 0 and reg.in_flight == 0:
         # As the snapshot pass: nothing could end this wait.
         time.sleep(original)
+    if reg.kset is None:
+        reg.kset = _KSet()
     if ms > 0:
         deadline = cya_monotonic() + ms / 1000.0
     buf = reg.take()

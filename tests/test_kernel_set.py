@@ -524,3 +524,111 @@ def test_output_left_by_a_failed_send_is_still_sent(core, use_poll):
         m.clear()
         a.close()
         b.close()
+
+
+def test_channels_asked_in_two_threads_keep_their_notices(kernel):
+    # Thread X asks P while thread Y asks Q, and X finishes first: P's later
+    # state changes (made in X) must still reach the loop.
+    import threading
+
+    class P(asyncore.dispatcher):
+        writes = 0
+
+        def handle_write(self):
+            P.writes += 1
+
+        def handle_read(self):
+            pass
+
+    class Q(asyncore.dispatcher):
+        def readable(self):
+            time.sleep(0.2)     # gives up the GIL, as logging or a lock would
+            return False
+
+        def writable(self):
+            return False
+
+    ma, mb = {}, {}
+    a, a2 = socket.socketpair()
+    b, b2 = socket.socketpair()
+    try:
+        p = P(a, map=ma)
+        p.accepting = True
+        Q(b, map=mb)
+        for m in (ma, mb):
+            run(m, False, 2)
+
+        def slow_readable():
+            time.sleep(0.1)
+            return True
+
+        p.readable = slow_readable
+
+        def thread_y():
+            time.sleep(0.02)
+            asyncore.loop(timeout=0, count=1, map=mb)
+
+        y = threading.Thread(target=thread_y)
+        y.start()
+        asyncore.loop(timeout=0, count=1, map=ma)
+        y.join(DEADLINE)
+        del p.readable
+        run(ma, False)
+        p.accepting = False
+        run(ma, False, 3)
+        assert P.writes >= 2
+    finally:
+        for m in (ma, mb):
+            asyncore.close_all(map=m, ignore_all=True)
+        for s in (a, a2, b, b2):
+            s.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 2.0], ids=["no-timeout", "timeout"])
+def test_a_pass_in_another_thread_waits_for_channels_being_asked(kernel, timeout):
+    # Thread A asks a new channel (slowly); thread B's pass meanwhile has
+    # nothing asked to wait for, yet must wait on the set, not sleep.
+    import threading
+
+    class Slow(asyncore.dispatcher):
+        reads = 0
+
+        def readable(self):
+            time.sleep(0.3)
+            return True
+
+        def writable(self):
+            return False
+
+        def handle_read(self):
+            # Only the waiting thread takes the data: the other one's pass
+            # must leave it for this test's pass to find.
+            if threading.current_thread() is threading.main_thread():
+                Slow.reads += 1
+                self.recv(10)
+
+    class Quiet(asyncore.dispatcher):
+        def readable(self):
+            return False
+
+        def writable(self):
+            return False
+
+    m = {}
+    x1, x2 = socket.socketpair()
+    a, b = socket.socketpair()
+    try:
+        Quiet(x1, map=m)
+        run(m, False, 2)
+        Slow(a, map=m)
+        b.send(b"data")
+        other = threading.Thread(target=lambda: asyncore.loop(timeout=0, count=1, map=m))
+        other.start()
+        time.sleep(0.05)
+        asyncore.loop(timeout=timeout, count=1, map=m)
+        other.join(DEADLINE)
+        assert Slow.reads == 1
+    finally:
+        asyncore.close_all(map=m, ignore_all=True)
+        for s in (x1, x2, a, b):
+            s.close()
