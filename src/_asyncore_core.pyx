@@ -50,6 +50,7 @@ from includes.system cimport (
 
 import collections
 import os
+import socket
 import sys
 import time
 
@@ -635,6 +636,7 @@ cdef unsigned int _serials = 0    # registration serials (see kset.h)
 # registration's): side entries and descriptors the kernel refused.
 cdef unsigned int SIDE_SERIAL = 0xFFFFFFFF
 cdef object _deque = None
+cdef object _socket_type = None
 
 # The descriptors and functions that make a class "our own", filled in by
 # declare_own() when asyncore and asynchat are imported.
@@ -655,6 +657,7 @@ cdef object S_OUT_BUFFER = "out_buffer"
 cdef object S_WBUF = "_wbuf"
 cdef object S_WOFF = "_woff"
 cdef object S_CLASS = "__class__"
+cdef object S_SOCKET = "socket"
 cdef object S_OVERRIDE_R = "_asyncore_readable"
 cdef object S_OVERRIDE_W = "_asyncore_writable"
 cdef object _OBJECT_CLASS = object.__dict__["__class__"]
@@ -1352,6 +1355,7 @@ cdef class _Registry:
         if e.reg is not self:
             return 0    # a predicate took it out of the map
         steady = self.steady(e, obj)
+        verify = not _socket_is_open(obj, e)
         if e.reg is not self:
             return 0
         # No Python code runs from here to the end: the counts stay true
@@ -1373,7 +1377,7 @@ cdef class _Registry:
             if want & WANT_WRITE:
                 target |= CYA_POLLOUT
         try:
-            self.apply(e, target, True)
+            self.apply(e, target, verify)
         finally:
             e.volatile = e.bad or not steady
             self._count(e, 1)
@@ -1647,6 +1651,22 @@ cdef void _sort_entries(list todo) except *:
         todo[:] = ordered
     finally:
         PyMem_Free(tmp)
+
+
+cdef bint _socket_is_open(object obj, _Entry e) except -1:
+    """Whether a channel of our classes still holds its descriptor open.
+
+    The cheap answer, from the socket object (closed: fileno() is -1),
+    saves the kernel call that would otherwise renew the registration of
+    every channel asked again.  Any other kind of channel, or socket, gets
+    the kernel call (see _Registry.apply).
+    """
+    if e.info is None or e.info.kind == 0:
+        return False
+    sock = _get_stored(obj, S_SOCKET)
+    if type(sock) is not _socket_type:
+        return False
+    return sock.fileno() == e.fd
 
 
 cdef int _judge(PyTypeObject *tp, _TypeInfo info) except -1:
@@ -2061,5 +2081,6 @@ from asyncore._common import RERAISED as _RERAISED
 RERAISED = _RERAISED
 DISCONNECTED = _DISCONNECTED
 _deque = collections.deque
+_socket_type = socket.socket
 PYTIME_TOO_LARGE = _PYTIME_TOO_LARGE
 _pure = _pure_module
