@@ -67,10 +67,8 @@ def variants(core):
     return run
 
 
-class Sender(asyncore.dispatcher_with_send):
-    def handle_read(self):
-        data = self.recv(4096)
-        self.world.log.append((self.label, "read", len(data)))
+class Logged:
+    """The handlers both channel kinds share: each call goes into the world's log."""
 
     def handle_write(self):
         self.world.log.append((self.label, "write"))
@@ -94,7 +92,13 @@ class Sender(asyncore.dispatcher_with_send):
         self.close()
 
 
-class Chatter(asynchat.async_chat):
+class Sender(Logged, asyncore.dispatcher_with_send):
+    def handle_read(self):
+        data = self.recv(4096)
+        self.world.log.append((self.label, "read", len(data)))
+
+
+class Chatter(Logged, asynchat.async_chat):
     def __init__(self, sock, map):
         super().__init__(sock, map)
         self.set_terminator(b"\n")
@@ -104,27 +108,6 @@ class Chatter(asynchat.async_chat):
 
     def found_terminator(self):
         self.world.log.append((self.label, "line"))
-
-    def handle_write(self):
-        self.world.log.append((self.label, "write"))
-        super().handle_write()
-
-    def handle_connect(self):
-        self.world.log.append((self.label, "connect"))
-
-    def handle_close(self):
-        self.world.log.append((self.label, "close"))
-        self.close()
-
-    def handle_expt(self):
-        self.world.log.append((self.label, "expt"))
-
-    def handle_accept(self):
-        self.world.log.append((self.label, "accept"))
-
-    def handle_error(self):
-        self.world.log.append((self.label, "error"))
-        self.close()
 
 
 KINDS = {"send": Sender, "chat": Chatter}

@@ -96,6 +96,15 @@ def run(map, use_poll, passes=1):
         asyncore.loop(timeout=PASS_TIMEOUT, use_poll=use_poll, map=map, count=1)
 
 
+def run_until_received(map, use_poll, chan, expected, passes=20):
+    """Run passes until ``chan`` has received exactly ``expected``; whether it did."""
+    for _ in range(passes):
+        run(map, use_poll)
+        if getattr(chan, "received", b"") == expected:
+            return True
+    return False
+
+
 class World:
     """A private map of idle channels of every kind we own, plus one busy pair."""
 
@@ -337,11 +346,7 @@ def test_a_forked_child_leaves_the_parents_set_alone(kernel, use_poll):
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         peer.sendall(b"after fork")
-        for _ in range(20):
-            run(m, use_poll)
-            if getattr(chan, "received", b"") == b"after fork":
-                break
-        assert chan.received == b"after fork"
+        assert run_until_received(m, use_poll, chan, b"after fork")
     finally:
         asyncore.close_all(map=m, ignore_all=True)
         peer.close()
@@ -370,11 +375,7 @@ def test_registration_outliving_its_descriptor_is_discarded(kernel, use_poll):
         run(m, use_poll, 3)
         assert getattr(chan, "received", b"") == b""
         peer.sendall(b"mine")
-        for _ in range(10):
-            run(m, use_poll)
-            if getattr(chan, "received", b"") == b"mine":
-                break
-        assert chan.received == b"mine"
+        assert run_until_received(m, use_poll, chan, b"mine")
         peer.close()
     finally:
         asyncore.close_all(map=m, ignore_all=True)
