@@ -1077,7 +1077,8 @@ cdef class _Registry:
     cdef Py_ssize_t n_volatile
     cdef Py_ssize_t asked_last    # channels asked in the last pass (for tests)
     cdef int in_flight            # sync() calls asking channels now (threads)
-    cdef unsigned long generation # bumped when a registration goes or changes serial
+    # Bumped when a registration goes or changes serial.
+    cdef unsigned long generation
     cdef _Buffers spare
 
     cdef _Buffers take(self):
