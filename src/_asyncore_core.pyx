@@ -289,13 +289,23 @@ cdef inline object _lookup(object map, PyObject *key):
     return map.get(<object>key)
 
 
+cdef inline double _deadline(int ms) noexcept:
+    """When a wait of ms milliseconds ends, on the monotonic clock."""
+    return cya_monotonic() + ms / 1000.0
+
+
+cdef inline int _ms_left(double deadline) noexcept:
+    """What is left of a wait until deadline, in whole milliseconds rounded up."""
+    return <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+
+
 cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
     """poll(2) with the GIL released; EINTR runs signal handlers and retries."""
     cdef int ready
     cdef int err
     cdef double deadline = 0.0
     if ms > 0:
-        deadline = cya_monotonic() + ms / 1000.0
+        deadline = _deadline(ms)
     while True:
         with nogil:
             ready = cya_poll(pfd, <unsigned long>count, ms)
@@ -307,7 +317,7 @@ cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
         # A handler that raises ends the wait, as it does in select.select().
         PyErr_CheckSignals()
         if ms > 0:
-            ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+            ms = _ms_left(deadline)
 
 
 # ------------------------------------------------------ select-style pass
@@ -402,7 +412,7 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
                 if p.want[i] & (WANT_READ | WANT_WRITE) == want & (WANT_READ | WANT_WRITE):
                     p.pfd[j].fd = PyObject_AsFileDescriptor(<object>p.keys[i])
         if ms > 0:
-            deadline = cya_monotonic() + ms / 1000.0
+            deadline = _deadline(ms)
         while True:
             if _wait(p.pfd, m, ms) == 0:
                 return 0
@@ -421,7 +431,7 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
             if ms == 0:
                 return 0
             if ms > 0:
-                ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+                ms = _ms_left(deadline)
         # Reads, then writes, then exceptional conditions, each in map order;
         # the map is consulted again because a handler may have changed it.
         for j in range(m):
@@ -1346,9 +1356,11 @@ cdef class _Registry:
                 if is_r or is_w:
                     want |= WANT_EXCEPT
             else:
+                # poll()'s order: readable() is judged before writable() is asked.
                 if obj.readable():
                     want = WANT_READ
-                if obj.writable() and not obj.accepting:
+                is_w = obj.writable()
+                if is_w and not obj.accepting:
                     want |= WANT_WRITE
         finally:
             e.asking = was_asking
@@ -1688,7 +1700,7 @@ cdef int _kwait(int kfd, cya_kraw *raw, cya_kevent *kev, Py_ssize_t cap, int ms)
     if most < 1:
         most = 1
     if ms > 0:
-        deadline = cya_monotonic() + ms / 1000.0
+        deadline = _deadline(ms)
     while True:
         with nogil:
             got = cya_kset_wait(kfd, raw, kev, most, ms)
@@ -1699,7 +1711,7 @@ cdef int _kwait(int kfd, cya_kraw *raw, cya_kevent *kev, Py_ssize_t cap, int ms)
             raise OSError(err, os.strerror(err))
         PyErr_CheckSignals()
         if ms > 0:
-            ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+            ms = _ms_left(deadline)
 
 
 # ---------------------------------------------------- passes over the set
@@ -1744,7 +1756,7 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
         # select() fails as a whole on a descriptor that is not open.
         raise OSError(EBADF, os.strerror(EBADF))
     if ms > 0:
-        deadline = cya_monotonic() + ms / 1000.0
+        deadline = _deadline(ms)
     buf = reg.take()
     try:
         while True:
@@ -1772,7 +1784,7 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
                 n = kept
                 break
             if ms > 0:
-                ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+                ms = _ms_left(deadline)
         for i in range(n):
             found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
             if found != NULL:
@@ -1811,7 +1823,7 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
     if reg.kset is None:
         reg.kset = _KSet()
     if ms > 0:
-        deadline = cya_monotonic() + ms / 1000.0
+        deadline = _deadline(ms)
     buf = reg.take()
     try:
         while True:
@@ -1820,7 +1832,7 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
             if n or buf.raw_count == 0 or ms == 0:
                 break
             if ms > 0:
-                ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+                ms = _ms_left(deadline)
         ready = buf.out
         for i in range(n):
             found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
