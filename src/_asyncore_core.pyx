@@ -669,7 +669,7 @@ cdef unsigned int SIDE_SERIAL = 0xFFFFFFFF
 # Registrations one wait the kernel answered with nothing checks (see
 # _Registry.audit): a few, plus this many per millisecond waited.
 cdef Py_ssize_t AUDIT_MIN = 16
-cdef Py_ssize_t AUDIT_PER_MS = 64
+cdef Py_ssize_t AUDIT_PER_MS = 32
 cdef object _deque = None
 cdef object _socket_type = None
 
@@ -1122,7 +1122,7 @@ cdef class _Registry:
     cdef Py_ssize_t n_volatile
     cdef Py_ssize_t asked_last    # channels asked in the last pass (for tests)
     cdef Py_ssize_t audit_pos     # where the next audit starts in entries
-    cdef Py_ssize_t audited_last  # registrations checked by the last audit (for tests)
+    cdef Py_ssize_t audited       # registrations checked by audits so far (for tests)
     cdef int in_flight            # sync() calls asking channels now (threads)
     # Bumped when a registration goes or changes serial.
     cdef unsigned long generation
@@ -1573,23 +1573,23 @@ cdef class _Registry:
         return 0
 
     cdef void audit(self, int ms) noexcept:
-        """Check, in turn, registrations the kernel may have lost; after a wait that found nothing.
+        """Check, in turn, registrations the kernel may have lost (after a wait that found nothing).
 
         A descriptor number closed or dup2'ed over behind the loop's back
         loses its epoll registration silently, and a channel nobody asks
         again would stay deaf where select() and poll() followed the
         number.  Only a wait the kernel answered with nothing pays: up to
-        AUDIT_MIN + AUDIT_PER_MS * ms checks (one epoll_ctl each), so a
-        quiet loop spends about 2% of its sleep on it, and a busy one
-        nothing.  A registration found gone is asked again, and
-        registered anew, by the next pass (see ask).
+        AUDIT_MIN + AUDIT_PER_MS * ms checks (one epoll_ctl each, a
+        quarter to half a microsecond), so a quiet loop spends one or two
+        percent of its sleep on it, and a busy one nothing.  A
+        registration found gone is asked again, and registered anew, by
+        the next pass (see ask).
         """
         cdef Py_ssize_t budget, pos
         cdef PyObject *k
         cdef PyObject *v
         cdef _Entry e
         cdef bint wrapped = False
-        self.audited_last = 0
         if self.kset is None or self.forks != _forks or self.n_kernel == 0:
             return
         budget = min(AUDIT_MIN + AUDIT_PER_MS * <Py_ssize_t>max(ms, 0), self.n_kernel)
@@ -1606,7 +1606,7 @@ cdef class _Registry:
             if e.kmask == 0:
                 continue
             budget -= 1
-            self.audited_last += 1
+            self.audited += 1
             if cya_kset_check(self.kset.kfd, e.fd, e.kmask, e.serial) != 0:
                 e.recheck = True
                 e.mark()
@@ -1982,7 +1982,9 @@ def interest_info(map):
     """How the core watches ``map`` (for tests and debugging), or None.
 
     channels: entries followed; volatile: asked every pass; asked_last_pass:
-    channels asked in the last pass; in_kernel: registered in the kernel set.
+    channels asked in the last pass; in_kernel: registered in the kernel set;
+    audited: registrations checked so far after waits that found nothing
+    (see _Registry.audit).
     """
     found = _registries.get(PyLong_FromVoidPtr(<void *>map)) if type(map) is dict else None
     if found is None:
@@ -1995,7 +1997,7 @@ def interest_info(map):
         "volatile": reg.n_volatile,
         "asked_last_pass": reg.asked_last,
         "in_kernel": reg.n_kernel,
-        "audited_last_wait": reg.audited_last,
+        "audited": reg.audited,
     }
 
 
