@@ -463,15 +463,12 @@ cdef int _drop_closed_during_wait(_Pass p, Py_ssize_t m, object map) except -1:
     closed its descriptor while select() would have slept: not ready.  One
     still in the map was closed behind the loop's back: OSError(EBADF).
     """
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t j
     for j in range(m):
         if p.pfd[j].revents & CYA_POLLNVAL:
-            i = p.slot[j]
-            if _lookup(map, p.keys[i]) is <object>p.objs[i]:
+            if <object>p.keys[p.slot[j]] in map:
                 # select() fails as a whole on a closed descriptor.
                 raise OSError(EBADF, os.strerror(EBADF))
-    for j in range(m):
-        if p.pfd[j].revents & CYA_POLLNVAL:
             p.pfd[j].fd = -1
             p.pfd[j].revents = 0
     return 0
