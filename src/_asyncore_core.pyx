@@ -41,6 +41,7 @@ from includes.system cimport (
     CYA_KSET_NAME,
     cya_kevent,
     cya_kraw,
+    cya_kset_check,
     cya_kset_close,
     cya_kset_forget,
     cya_kset_open,
@@ -416,10 +417,7 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
         while True:
             if _wait(p.pfd, m, ms) == 0:
                 return 0
-            for j in range(m):
-                if p.pfd[j].revents & CYA_POLLNVAL:
-                    # select() fails as a whole on a closed descriptor.
-                    raise OSError(9, os.strerror(9))
+            _drop_closed_during_wait(p, m, map)
             if _select_would_report(p, m):
                 break
             # poll(2) reports a hang-up or error on a descriptor that select()
@@ -453,6 +451,26 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
                     _expt(obj)
     finally:
         p.release()
+    return 0
+
+
+cdef int _drop_closed_during_wait(_Pass p, Py_ssize_t m, object map) except -1:
+    """Stop watching what poll(2) called closed (POLLNVAL) that select() would not fail on.
+
+    As _core_py._closed_during_wait: select() checks its descriptors when
+    the wait starts, poll(2) again when it wakes.  A channel that left the
+    map during the pass (close() from another thread or a signal handler)
+    closed its descriptor while select() would have slept: not ready.  One
+    still in the map was closed behind the loop's back: OSError(EBADF).
+    """
+    cdef Py_ssize_t j
+    for j in range(m):
+        if p.pfd[j].revents & CYA_POLLNVAL:
+            if <object>p.keys[p.slot[j]] in map:
+                # select() fails as a whole on a closed descriptor.
+                raise OSError(EBADF, os.strerror(EBADF))
+            p.pfd[j].fd = -1
+            p.pfd[j].revents = 0
     return 0
 
 
@@ -645,6 +663,10 @@ cdef unsigned int _serials = 0    # registration serials (see kset.h)
 # The serial that marks an event from poll(2) beside the kernel set (never a
 # registration's): side entries and descriptors the kernel refused.
 cdef unsigned int SIDE_SERIAL = 0xFFFFFFFF
+# Registrations one wait the kernel answered with nothing checks (see
+# _Registry.audit): a few, plus this many per millisecond waited.
+cdef Py_ssize_t AUDIT_MIN = 16
+cdef Py_ssize_t AUDIT_PER_MS = 32
 cdef object _deque = None
 cdef object _socket_type = None
 
@@ -776,7 +798,7 @@ cdef class Watched:
             _instance_dict(obj)[self.name] = value
         else:
             _set_stored(obj, self.storage, <PyObject *>value)
-        _touch(obj)
+        _touch(obj, True)
 
     def __delete__(self, obj):
         try:
@@ -786,7 +808,7 @@ cdef class Watched:
                 _set_stored(obj, self.storage, NULL)
         except (AttributeError, KeyError):
             raise _no_attribute(obj, self.name) from None
-        _touch(obj)
+        _touch(obj, True)
 
 
 @cython.final
@@ -820,14 +842,14 @@ cdef class Predicate:
 
     def __set__(self, obj, value):
         _set_stored(obj, self.storage, <PyObject *>value)
-        _touch(obj)
+        _touch(obj, True)
 
     def __delete__(self, obj):
         try:
             _set_stored(obj, self.storage, NULL)
         except AttributeError:
             raise _no_attribute(obj, self.name) from None
-        _touch(obj)
+        _touch(obj, True)
 
     @property
     def __doc__(self):
@@ -849,7 +871,7 @@ cdef class ClassSlot:
 
     def __set__(self, obj, value):
         _OBJECT_CLASS.__set__(obj, value)
-        _touch(obj)
+        _touch(obj, True)
 
     def __delete__(self, obj):
         _OBJECT_CLASS.__delete__(obj)
@@ -860,7 +882,14 @@ def touch(obj):
     _touch(obj)
 
 
-cdef inline void _touch(object obj) noexcept:
+cdef inline void _touch(object obj, bint recheck=False) noexcept:
+    """Mark obj's entries for the next pass to ask.
+
+    ``recheck`` for a change of state (connected, accepting, a predicate on
+    the instance, __class__, a new producer fifo), never made per message:
+    that asking also checks the kernel registration (see _Registry.ask).
+    Output queued or sent, the producer fifo read, and an event only ask.
+    """
     cdef PyObject *found
     cdef _Entry e
     if not _owners:
@@ -875,6 +904,8 @@ cdef inline void _touch(object obj) noexcept:
         # no news (the producer fifo marks on reading).
         if not (e.asking and e.asking_thread == PyThread_get_thread_ident()):
             e.mark()
+            if recheck:
+                e.recheck = True
         e = e.next_owner
 
 
@@ -982,6 +1013,7 @@ cdef class _Entry:
     cdef bint bad             # the kernel refused the descriptor: EBADF
     cdef bint side            # the kernel refused it otherwise: poll(2) it
     cdef bint muted           # left out after an event select() would not report
+    cdef bint recheck         # asking it again makes its registration anew
     cdef bint asking          # its predicates run now,
     cdef unsigned long asking_thread    # in this thread
     cdef _TypeInfo info
@@ -1086,6 +1118,8 @@ cdef class _Registry:
     cdef Py_ssize_t n_side
     cdef Py_ssize_t n_volatile
     cdef Py_ssize_t asked_last    # channels asked in the last pass (for tests)
+    cdef Py_ssize_t audit_pos     # where the next audit starts in entries
+    cdef Py_ssize_t audited       # registrations checked by audits so far (for tests)
     cdef int in_flight            # sync() calls asking channels now (threads)
     # Bumped when a registration goes or changes serial.
     cdef unsigned long generation
@@ -1371,6 +1405,13 @@ cdef class _Registry:
         verify = not _socket_is_open(obj, e)
         if e.reg is not self:
             return 0
+        if e.recheck:
+            # Its state changed, or an audit found its registration gone:
+            # register it anew rather than trust what the kernel held (its
+            # number may name another file now), under a new serial, so
+            # events of a registration that outlived its file stay stale.
+            e.recheck = False
+            self._forget_kernel(e)
         # No Python code runs from here to the end: the counts stay true
         # for a loop in another thread.
         self._count(e, -1)
@@ -1464,6 +1505,7 @@ cdef class _Registry:
         for e in self.entries.values():
             if (<_Entry>e).info in changed:
                 (<_Entry>e).mark()
+                (<_Entry>e).recheck = True
         return 0
 
     # -- telling the kernel
@@ -1526,6 +1568,46 @@ cdef class _Registry:
             e.side = False
         self._count(e, 1)
         return 0
+
+    cdef void audit(self, int ms) noexcept:
+        """Check, in turn, registrations the kernel may have lost (after a wait that found nothing).
+
+        A descriptor number closed or dup2'ed over behind the loop's back
+        loses its epoll registration silently, and a channel nobody asks
+        again would stay deaf where select() and poll() followed the
+        number.  Only a wait the kernel answered with nothing pays: up to
+        AUDIT_MIN + AUDIT_PER_MS * ms checks (one epoll_ctl each, a
+        quarter to half a microsecond), so a quiet loop spends one or two
+        percent of its sleep on it, and a busy one nothing.  A
+        registration found gone is asked again, and registered anew, by
+        the next pass (see ask).
+        """
+        cdef Py_ssize_t budget, pos
+        cdef PyObject *k
+        cdef PyObject *v
+        cdef _Entry e
+        cdef bint wrapped = False
+        if self.kset is None or self.forks != _forks or self.n_kernel == 0:
+            return
+        budget = min(AUDIT_MIN + AUDIT_PER_MS * <Py_ssize_t>max(ms, 0), self.n_kernel)
+        pos = self.audit_pos
+        # No Python code runs in this loop: the dict cannot change under it.
+        while budget > 0:
+            if not PyDict_Next(self.entries, &pos, &k, &v):
+                if wrapped:
+                    break
+                wrapped = True
+                pos = 0
+                continue
+            e = <_Entry>v
+            if e.kmask == 0:
+                continue
+            budget -= 1
+            self.audited += 1
+            if cya_kset_check(self.kset.kfd, e.fd, e.kmask, e.serial) != 0:
+                e.recheck = True
+                e.mark()
+        self.audit_pos = pos
 
     # -- waiting
 
@@ -1593,6 +1675,8 @@ cdef class _Registry:
                         kev[n].revents = pfd[i + 1].revents
                         n += 1
             buf.raw_count = n
+            if n == 0 and kset is not None and kset is self.kset:
+                self.audit(ms)
             for i in range(n):
                 found = PyDict_GetItemWithError(self.entries, kev[i].fd)
                 if found == NULL:
@@ -1895,7 +1979,9 @@ def interest_info(map):
     """How the core watches ``map`` (for tests and debugging), or None.
 
     channels: entries followed; volatile: asked every pass; asked_last_pass:
-    channels asked in the last pass; in_kernel: registered in the kernel set.
+    channels asked in the last pass; in_kernel: registered in the kernel set;
+    audited: registrations checked so far after waits that found nothing
+    (see _Registry.audit).
     """
     found = _registries.get(PyLong_FromVoidPtr(<void *>map)) if type(map) is dict else None
     if found is None:
@@ -1908,6 +1994,7 @@ def interest_info(map):
         "volatile": reg.n_volatile,
         "asked_last_pass": reg.asked_last,
         "in_kernel": reg.n_kernel,
+        "audited": reg.audited,
     }
 
 

@@ -1,6 +1,7 @@
 """Loopback helpers for the tests: bounded in time, never sleeping to synchronise."""
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -86,6 +87,38 @@ def recv_until_closed(sock):
         if not data:
             return b"".join(chunks)
         chunks.append(data)
+
+
+# System calls that wait for descriptors (select, poll, epoll, and their
+# p* variants), by machine; see wait_until_blocked.
+_WAIT_SYSCALLS = {
+    "x86_64": {7, 23, 232, 270, 271, 281, 441},
+    "aarch64": {22, 72, 73, 441},
+}
+
+
+def wait_until_blocked(thread, timeout=DEADLINE):
+    """Return once ``thread`` sleeps in a wait for descriptors (select, poll, epoll...).
+
+    Read from /proc/self/task/<tid>/syscall, which names the system call a
+    thread is blocked in: what happens after this returns happens during
+    that thread's wait, without guessing with sleeps.  Skips the test where
+    /proc cannot tell (not Linux, or an unknown machine).
+    """
+    import pytest
+
+    calls = _WAIT_SYSCALLS.get(os.uname().machine)
+    path = f"/proc/self/task/{thread.native_id}/syscall"
+    if calls is None or not os.path.exists(path):
+        pytest.skip("cannot see which system call a thread waits in here")
+    end = time.monotonic() + timeout
+    while True:
+        with open(path) as f:
+            fields = f.read().split()
+        if fields and fields[0].isdigit() and int(fields[0]) in calls:
+            return
+        if not thread.is_alive() or time.monotonic() > end:
+            raise AssertionError(f"{thread.name} never waited for descriptors ({fields[:1]})")
 
 
 class LoopThread:

@@ -21,7 +21,7 @@ import pytest
 
 import asynchat
 import asyncore
-from support import DEADLINE, HAS_POLL, connected_pair
+from support import DEADLINE, HAS_POLL, connected_pair, wait_until_blocked
 
 pytestmark = pytest.mark.cyasyncore_only
 
@@ -184,6 +184,22 @@ def test_idle_channels_are_not_asked(world):
         world.ping()
         assert world.info()["asked_last_pass"] <= 1
     assert world.busy.lines == [b"ping"] * 5
+
+
+def test_only_a_wait_that_found_nothing_checks_registrations(world):
+    # Reuse of a number behind an idle channel is looked for after quiet
+    # waits only (README): a pass with an event costs no check at all.
+    settle(world)
+    before = world.info()["audited"]
+    world.peer.sendall(b"ping\n")
+    run(world.map, world.use_poll)
+    assert world.busy.lines == [b"ping"]
+    assert world.info()["audited"] == before
+    world.peer.recv(5)
+    run(world.map, world.use_poll)
+    # A 50 ms wait checks up to 16 + 32 * 50 registrations: all of these.
+    info = world.info()
+    assert info["audited"] - before == info["in_kernel"] > IDLE
 
 
 def test_backend_names_the_kernel_set(kernel):
@@ -529,8 +545,14 @@ def test_output_left_by_a_failed_send_is_still_sent(core, use_poll):
 
 def test_channels_asked_in_two_threads_keep_their_notices(kernel):
     # Thread X asks P while thread Y asks Q, and X finishes first: P's later
-    # state changes (made in X) must still reach the loop.
+    # state changes (made in X) must still reach the loop.  Events order the
+    # threads: X is inside P's readable() when Y starts asking Q, and Y's
+    # asking ends only after X's pass has.
     import threading
+
+    x_asking = threading.Event()
+    y_asking = threading.Event()
+    x_done = threading.Event()
 
     class P(asyncore.dispatcher):
         writes = 0
@@ -542,8 +564,13 @@ def test_channels_asked_in_two_threads_keep_their_notices(kernel):
             pass
 
     class Q(asyncore.dispatcher):
+        gated = False
+
         def readable(self):
-            time.sleep(0.2)     # gives up the GIL, as logging or a lock would
+            if Q.gated:
+                Q.gated = False
+                y_asking.set()
+                assert x_done.wait(DEADLINE)
             return False
 
         def writable(self):
@@ -560,19 +587,25 @@ def test_channels_asked_in_two_threads_keep_their_notices(kernel):
             run(m, False, 2)
 
         def slow_readable():
-            time.sleep(0.1)
+            x_asking.set()
+            assert y_asking.wait(DEADLINE)
             return True
 
         p.readable = slow_readable
+        Q.gated = True
 
         def thread_y():
-            time.sleep(0.02)
+            assert x_asking.wait(DEADLINE)
             asyncore.loop(timeout=0, count=1, map=mb)
 
         y = threading.Thread(target=thread_y)
         y.start()
-        asyncore.loop(timeout=0, count=1, map=ma)
-        y.join(DEADLINE)
+        try:
+            asyncore.loop(timeout=0, count=1, map=ma)
+        finally:
+            x_done.set()
+            y.join(DEADLINE)
+        assert y_asking.is_set() and not y.is_alive()
         del p.readable
         run(ma, False)
         p.accepting = False
@@ -587,15 +620,21 @@ def test_channels_asked_in_two_threads_keep_their_notices(kernel):
 
 @pytest.mark.parametrize("timeout", [None, 2.0], ids=["no-timeout", "timeout"])
 def test_a_pass_in_another_thread_waits_for_channels_being_asked(kernel, timeout):
-    # Thread A asks a new channel (slowly); thread B's pass meanwhile has
-    # nothing asked to wait for, yet must wait on the set, not sleep.
+    # Thread A asks a new channel; thread B's pass meanwhile has nothing
+    # asked to wait for, yet must wait on the set, not sleep.  A's asking
+    # ends only once B is blocked in its wait (or its pass is over).
     import threading
+
+    asking = threading.Event()
+    main = threading.main_thread()
 
     class Slow(asyncore.dispatcher):
         reads = 0
 
         def readable(self):
-            time.sleep(0.3)
+            if threading.current_thread() is not main:
+                asking.set()
+                wait_until_blocked(main)
             return True
 
         def writable(self):
@@ -604,7 +643,7 @@ def test_a_pass_in_another_thread_waits_for_channels_being_asked(kernel, timeout
         def handle_read(self):
             # Only the waiting thread takes the data: the other one's pass
             # must leave it for this test's pass to find.
-            if threading.current_thread() is threading.main_thread():
+            if threading.current_thread() is main:
                 Slow.reads += 1
                 self.recv(10)
 
@@ -618,16 +657,27 @@ def test_a_pass_in_another_thread_waits_for_channels_being_asked(kernel, timeout
     m = {}
     x1, x2 = socket.socketpair()
     a, b = socket.socketpair()
+    errors = []
+
+    def other_pass():
+        try:
+            asyncore.loop(timeout=0, count=1, map=m)
+        except BaseException as exc:
+            errors.append(exc)
+
     try:
         Quiet(x1, map=m)
         run(m, False, 2)
         Slow(a, map=m)
         b.send(b"data")
-        other = threading.Thread(target=lambda: asyncore.loop(timeout=0, count=1, map=m))
+        other = threading.Thread(target=other_pass)
         other.start()
-        time.sleep(0.05)
-        asyncore.loop(timeout=timeout, count=1, map=m)
-        other.join(DEADLINE)
+        try:
+            assert asking.wait(DEADLINE)
+            asyncore.loop(timeout=timeout, count=1, map=m)
+        finally:
+            other.join(DEADLINE)
+        assert errors == [] and not other.is_alive()
         assert Slow.reads == 1
     finally:
         asyncore.close_all(map=m, ignore_all=True)

@@ -24,6 +24,7 @@ int main(void)
     cya_kevent ev[4];
     int k = cya_kset_open();
     int err = cya_kset_set(k, 0, 0, CYA_POLLIN | CYA_POLLOUT, 1u);
+    err += cya_kset_check(k, 0, CYA_POLLIN, 1u);
     cya_kset_forget(k, 0);
     return err + cya_kset_wait(k, raw, ev, 4, 0) + cya_kset_close(k);
 }

@@ -153,8 +153,12 @@ def select_timeout_ms(timeout):
     return min(math.ceil(timeout * 1000), _MAX_WAIT_MS)
 
 
-def _wait_select(r, w, e, timeout):
-    """select.select(r, w, e, timeout) without the FD_SETSIZE limit."""
+def _wait_select(r, w, e, timeout, map=None):
+    """select.select(r, w, e, timeout) without the FD_SETSIZE limit.
+
+    With ``map``, the pass's map, a descriptor closed by a channel that
+    left the map during the wait is not ready (see _closed_during_wait).
+    """
     if not HAS_POLL:
         return select.select(r, w, e, timeout)
     ms = select_timeout_ms(timeout)
@@ -177,8 +181,9 @@ def _wait_select(r, w, e, timeout):
         if not ready:
             return [], [], []
         if any(flags & POLLNVAL for flags in ready.values()):
-            # select() fails as a whole on a closed descriptor.
-            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            for fd in _closed_during_wait(ready, fds, map):
+                del ready[fd]
+                pollster.unregister(fd)
         found = (
             [key for key in r if ready.get(fds[key], 0) & _SELECT_READ],
             [key for key in w if ready.get(fds[key], 0) & _SELECT_WRITE],
@@ -193,6 +198,24 @@ def _wait_select(r, w, e, timeout):
             pollster.unregister(fd)
         if deadline is not None:
             ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+
+
+def _closed_during_wait(ready, fds, map):
+    """The descriptors poll(2) called closed (POLLNVAL) that select() would not fail on.
+
+    select() checks its descriptors when the wait starts, and a descriptor
+    closed while it sleeps is just never ready; poll(2) looks again when it
+    wakes.  A channel's close() takes it out of the map before it closes the
+    socket, so a closed descriptor none of whose keys is still in the map
+    was closed by a channel that left during this pass (another thread, a
+    signal handler): not ready.  One still in the map was closed behind the
+    loop's back, which select() fails on (as a whole, at the start of the
+    next pass at the latest): OSError(EBADF) now.
+    """
+    closed = [fd for fd, flags in ready.items() if flags & POLLNVAL]
+    if map is None or any(key in map for key, fd in fds.items() if fd in closed):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    return closed
 
 
 # ----------------------------------------------------------------- passes
@@ -223,7 +246,10 @@ def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception,
     if not (r or w or e):
         (sleep or time.sleep)(timeout)
         return
-    r, w, e = (wait or _wait_select)(r, w, e, timeout)
+    if wait is None:
+        r, w, e = _wait_select(r, w, e, timeout, map)
+    else:
+        r, w, e = wait(r, w, e, timeout)
     # The map is consulted again: a handler earlier in this pass may have
     # closed or replaced a channel.
     for fd in r:

@@ -97,6 +97,20 @@ static int cya_kset_set(int kfd, int fd, short old, short events, unsigned int s
     return errno;
 }
 
+/* Whether fd is still registered as `events` under `serial`, changing
+ * nothing when it is.  epoll drops a registration without a word when the
+ * file under it goes, so a number closed (or dup2'ed over) behind the
+ * loop's back names a file the set never heard of.  Returns 0, ENOENT
+ * (the registration is gone: make it anew) or EBADF (not open). */
+static int cya_kset_check(int kfd, int fd, short events, unsigned int serial)
+{
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = cya_epoll_mask(events);
+    ev.data.u64 = ((uint64_t)serial << 32) | (uint32_t)fd;
+    return epoll_ctl(kfd, EPOLL_CTL_MOD, fd, &ev) == 0 ? 0 : errno;
+}
+
 /* Forget fd whatever it was registered for (before it is closed). */
 static void cya_kset_forget(int kfd, int fd)
 {
@@ -162,6 +176,13 @@ static int cya_kset_set(int kfd, int fd, short old, short events, unsigned int s
     return (old & CYA_POLLOUT) ? cya_kq_change(kfd, fd, EVFILT_WRITE, EV_DELETE, 0) : 0;
 }
 
+/* kqueue forgets a descriptor's filters when its number is closed, so
+ * adding them again is the check and the repair at once. */
+static int cya_kset_check(int kfd, int fd, short events, unsigned int serial)
+{
+    return cya_kset_set(kfd, fd, events, events, serial);
+}
+
 static void cya_kset_forget(int kfd, int fd)
 {
     (void)cya_kq_change(kfd, fd, EVFILT_READ, EV_DELETE, 0);
@@ -207,6 +228,11 @@ static int cya_kset_open(void)
 static int cya_kset_set(int kfd, int fd, short old, short events, unsigned int serial)
 {
     (void)kfd; (void)fd; (void)old; (void)events; (void)serial;
+    return ENOSYS;
+}
+static int cya_kset_check(int kfd, int fd, short events, unsigned int serial)
+{
+    (void)kfd; (void)fd; (void)events; (void)serial;
     return ENOSYS;
 }
 static void cya_kset_forget(int kfd, int fd) { (void)kfd; (void)fd; }
