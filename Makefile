@@ -33,8 +33,10 @@ test:
 	done
 
 # The suite run against CPython 3.11's modules: proves the tests encode 3.11.
+ORACLE_PYTHON ?= $(shell command -v python3.11 2>/dev/null)
+
 test-oracle:
-	@py=$$(command -v python3.11 || true); \
+	@py="$(ORACLE_PYTHON)"; \
 	[ -n "$$py" ] || { echo "error: python3.11 not found; the oracle needs it" >&2; exit 1; }; \
 	[ -x .venv/oracle/bin/python ] || $$py -m venv .venv/oracle; \
 	.venv/oracle/bin/python -m pip install -q pytest pytest-timeout hypothesis; \
@@ -144,7 +146,15 @@ CIBUILDWHEEL_VERSION := 4.3.5
 LINT_VENV := .venv/lint
 PKG_VENV := .venv/pkg
 
-.PHONY: typecheck wheel-test wheel-ids coexistence
+.PHONY: typecheck wheel-test wheel-ids coexistence capi-check
+
+# The compiled core built on each Python with CPython's deprecations (and
+# undeclared functions: removed API) as errors, and Cython's warnings too.
+CAPI_PYTHONS ?= $(PYTHONS)
+
+capi-check:
+	@[ -n "$(CAPI_PYTHONS)" ] || { tools/find_pythons.sh; exit 1; }
+	tools/check_capi.sh $(CAPI_PYTHONS)
 
 # One venv for the linters and the type checker; the project is installed in
 # it (compiled) so that mypy and stubtest see the package as users get it.
@@ -164,6 +174,7 @@ lint: $(LINT_VENV)/.ready
 	  $(wildcard src/*.pyx src/*.pxd src/includes/*.pxd)
 	# kset.h's kqueue and no-kernel-set branches, which this machine does not build.
 	tools/check_kset.sh $(LINT_VENV)/bin/python
+	$(MAKE) --no-print-directory capi-check
 	$(LINT_VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(LINT_VENV)/bin/check-jsonschema --builtin-schema custom.github-workflows-require-timeout \
 	  .github/workflows/*.yml

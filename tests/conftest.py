@@ -2,7 +2,9 @@
 
 Every test runs once per core (``compiled`` and ``pure``).  A missing
 compiled core is an error, not a silent skip; set ``ASYNCORE_TEST_CORES=pure``
-to test an install that has no extension on purpose (the pure wheel).
+to test an install that has no extension on purpose (the pure wheel).  On an
+interpreter running without the GIL only the pure core is tested, as only it
+is used there.
 
 Run under python3.11 the suite becomes its own oracle: ``asyncore`` and
 ``asynchat`` are then CPython's originals, the only core is ``stdlib``, and
@@ -32,7 +34,10 @@ else:
     from asyncore import _core
 
     _wanted = os.environ.get("ASYNCORE_TEST_CORES", "")
-    CORES = [c for c in _wanted.split(",") if c] or list(_core.CORE_NAMES)
+    # Without the GIL the compiled core is never used (asyncore._core), and
+    # importing it would turn the GIL back on for the rest of the run.
+    _usable = [c for c in _core.CORE_NAMES if c != "compiled" or not _core.gil_disabled()]
+    CORES = [c for c in _wanted.split(",") if c] or _usable
 
 
 def pytest_configure(config):

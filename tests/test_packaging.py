@@ -297,8 +297,11 @@ def test_main_reports_version_core_and_file(tmp_path):
 
 def _default_core():
     """The core a fresh interpreter picks in this environment."""
+    from asyncore import _core
+
     if (
         os.environ.get("ASYNCORE_NO_EXTENSIONS")
+        or _core.gil_disabled()
         or importlib.util.find_spec("_asyncore_core") is None
     ):
         return "pure"

@@ -6,7 +6,7 @@
 # machines plain python3 is 3.11 and the newer ones are installed by pyenv
 # without being on PATH (the pyenv shims exist but refuse to run).
 set -u
-wanted=${ASYNCORE_PYTHONS:-"3.14 3.13 3.12"}
+wanted=${ASYNCORE_PYTHONS:-"3.15 3.14 3.13 3.12"}
 found=0
 for v in $wanted; do
   for cand in "$(command -v "python$v" 2>/dev/null)" \
@@ -21,7 +21,7 @@ for v in $wanted; do
   done
 done
 if [ "$found" = 0 ]; then
-  echo "error: no Python 3.12 or newer found (looked for python3.12/3.13/3.14 on PATH and under ~/.pyenv/versions)." >&2
+  echo "error: no Python 3.12 or newer found (looked for python3.12 to python3.15 on PATH and under ~/.pyenv/versions)." >&2
   echo "       Install one (for example 'pyenv install 3.12') or name it: make test PYTHONS=/path/to/python3.12" >&2
   exit 1
 fi

@@ -2,9 +2,11 @@
 
 Two cores export the same names: the compiled ``_asyncore_core`` and the
 pure-Python ``asyncore._core_py``.  At import the compiled one is used unless
-it is missing or ``ASYNCORE_NO_EXTENSIONS`` is set to anything non-empty.
-``use()`` switches the active core at run time; the test suite calls it to
-run every test against both.
+it is missing, ``ASYNCORE_NO_EXTENSIONS`` is set to anything non-empty, or
+the interpreter runs without the GIL (a free-threaded build: see
+``gil_disabled()``); ``why()`` says which of these decided.  ``use()``
+switches the active core at run time; the test suite calls it to run every
+test against both.
 """
 
 import importlib
@@ -30,6 +32,38 @@ CORE_NAMES = ("compiled", "pure")
 _MODULES = {"compiled": "_asyncore_core", "pure": "asyncore._core_py"}
 
 _active = None
+# Why the active core is the one it is, for why() (and ``python -m asyncore``).
+_reason = "not chosen yet"
+
+# The free-threaded decision (README, "Free-threaded Python"): the compiled
+# core keeps borrowed pointers to channels in registries shared by every
+# thread's loop, follows maps through a dict watcher and reads type version
+# tags, all of which are sound only while the GIL serialises the threads.
+# Importing the extension on a free-threaded interpreter would make CPython
+# turn the GIL back on for the whole process, so it is not imported there.
+FREE_THREADED_REASON = (
+    "this interpreter runs without the GIL (free-threaded build), and the "
+    "compiled core relies on the GIL; importing it would turn the GIL back on "
+    "for the whole process"
+)
+
+
+def gil_disabled():
+    """Whether this interpreter runs without the GIL at this moment.
+
+    A free-threaded build (3.13t, 3.14t...) started with ``PYTHON_GIL=1`` or
+    ``-X gil=1`` holds the GIL like any other build, and there the compiled
+    core is safe.
+    """
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    if is_enabled is not None:
+        return not is_enabled()
+    if sys.version_info < (3, 13):
+        return False    # no free-threaded builds before 3.13
+    # The probe is a CPython detail: without it, trust how the build was made.
+    import sysconfig
+
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def load(name):
@@ -44,14 +78,29 @@ def load(name):
     return module
 
 
+def _choose():
+    """(core name, reason) for the core used at import."""
+    if os.environ.get("ASYNCORE_NO_EXTENSIONS"):
+        return "pure", "ASYNCORE_NO_EXTENSIONS is set"
+    if gil_disabled():
+        return "pure", FREE_THREADED_REASON
+    try:
+        load("compiled")
+    except ImportError as exc:
+        return "pure", f"the compiled core cannot be imported ({exc})"
+    return "compiled", "the compiled extension is installed"
+
+
 def default():
     """The core used at import: compiled where possible, unless told otherwise."""
-    if os.environ.get("ASYNCORE_NO_EXTENSIONS"):
-        return load("pure")
-    try:
-        return load("compiled")
-    except ImportError:
-        return load("pure")
+    global _reason
+    name, _reason = _choose()
+    return load(name)
+
+
+def why():
+    """One line saying why the active core is the one it is."""
+    return _reason
 
 
 def hooks():
@@ -61,9 +110,10 @@ def hooks():
     that a kernel interest set sees their state change.  They are installed
     whenever the extension can be imported, whichever core is active, so
     switching cores never changes a class; with ASYNCORE_NO_EXTENSIONS set
-    the extension is not imported at all and the classes stay plain.
+    the extension is not imported at all and the classes stay plain, and
+    so on an interpreter without the GIL (see FREE_THREADED_REASON).
     """
-    if os.environ.get("ASYNCORE_NO_EXTENSIONS"):
+    if os.environ.get("ASYNCORE_NO_EXTENSIONS") or gil_disabled():
         return None
     try:
         return importlib.import_module(_MODULES["compiled"])
@@ -78,8 +128,10 @@ def active():
 
 def use(name):
     """Make ``name`` the active core of the asyncore and asynchat modules."""
-    global _active
+    global _active, _reason
     module = load(name) if isinstance(name, str) else name
+    if _active is not module:
+        _reason = "chosen at run time through asyncore._core.use()"
     _active = module
     asyncore = sys.modules.get("asyncore")
     if asyncore is not None:
