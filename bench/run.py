@@ -155,11 +155,14 @@ def git_commit() -> str:
                               text=True, timeout=30).stdout.strip()
     try:
         head = git("rev-parse", "--short=12", "HEAD")
+        # What is measured: the package and the servers, not the reporting.
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "setup.py",
-                    "pyproject.toml", "bench")
+                    "pyproject.toml", "bench/c", "bench/servers")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return f"{head} (with uncommitted changes)" if head and dirty else head or "unknown"
+    if head and dirty:
+        return f"{head} (measured code had uncommitted changes)"
+    return head or "unknown"
 
 
 def load_average() -> str:
