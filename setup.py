@@ -14,6 +14,28 @@ NO_EXTENSIONS = bool(os.environ.get("ASYNCORE_NO_EXTENSIONS"))
 DEBUG = bool(os.environ.get("ASYNCORE_DEBUG"))
 
 
+def flags_stamp(macros, compile_args):
+    """A file that changes when the compiler flags do.
+
+    Builds without isolation (tools/venv.sh) reuse build/, where setuptools
+    recompiles only sources newer than the module; listing this file among
+    the extension's dependencies makes a debug, sanitizer or release build
+    never pass for one of the others.
+    """
+    path = os.path.join("build", "ext-flags.txt")
+    text = repr((macros, compile_args, os.environ.get("CFLAGS"), os.environ.get("LDFLAGS")))
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return path
+    except OSError:
+        pass
+    os.makedirs("build", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 def extensions():
     if NO_EXTENSIONS:
         return []
@@ -23,12 +45,21 @@ def extensions():
     compile_args = []
     if os.name != "nt":
         compile_args = ["-O0", "-g"] if DEBUG else ["-O2"]
+        # Python's own CFLAGS carry -g, which makes the installed module
+        # about six times its size; a release build drops the debug info
+        # unless the builder asked for it in CFLAGS (make asan does).
+        if not DEBUG and not any(
+            flag.startswith("-g") and flag != "-g0"
+            for flag in os.environ.get("CFLAGS", "").split()
+        ):
+            compile_args.append("-g0")
     ext = Extension(
         "_asyncore_core",
         ["src/_asyncore_core.pyx"],
         include_dirs=["src/includes"],
         define_macros=macros,
         extra_compile_args=compile_args,
+        depends=[flags_stamp(macros, compile_args)],
     )
     return cythonize(
         [ext],

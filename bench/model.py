@@ -86,12 +86,39 @@ IMPLEMENTATIONS = (
 )
 IMPL_BY_NAME = {impl.name: impl for impl in IMPLEMENTATIONS}
 REFERENCE = "c"
+# 3.11's code, the figure users compare a drop-in with.
+BASELINE = "pyasyncore"
+# What the tables' ratios are taken against, besides C.
+COMPARED_WITH = (BASELINE, "uvloop", REFERENCE)
+
+# The names the plots print: ours say cyasyncore.
+LABELS = {
+    "c": "C epoll (reference)",
+    "compiled": "cyasyncore compiled",
+    "compiled-poll": "cyasyncore compiled, use_poll",
+    "pure": "cyasyncore pure",
+    "pure-poll": "cyasyncore pure, use_poll",
+    "pyasyncore": "pyasyncore (3.11's code)",
+    "asyncio": "asyncio Protocol",
+    "asyncio-streams": "asyncio streams",
+    "uvloop": "uvloop",
+}
+
+
+def ours(name: str) -> bool:
+    """Whether the implementation is cyasyncore (either core)."""
+    impl = IMPL_BY_NAME.get(name)
+    return impl is not None and impl.expect_core is not None
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name)
 
 
 def baseline_for(scenario: Scenario) -> tuple[str, ...]:
-    """Names of the pure-core rows a scenario's ratios are taken against, in
-    order of preference (the first one that has a figure wins)."""
-    return ("pure", "pure-poll") if scenario.group == "idle" else ("pure",)
+    """Names of the rows a scenario's first ratio is taken against, in order
+    of preference (the first one that has a figure wins): 3.11's code."""
+    return (BASELINE,)
 
 
 @dataclass(frozen=True)

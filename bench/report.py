@@ -5,7 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from model import GROUP_TITLES, IMPL_BY_NAME, REFERENCE, Record, Scenario, baseline_for
+from model import (
+    BASELINE,
+    COMPARED_WITH,
+    GROUP_TITLES,
+    IMPL_BY_NAME,
+    REFERENCE,
+    Record,
+    Scenario,
+    baseline_for,
+    label,
+    ours,
+)
 
 NOISE_LIMIT = 0.20  # flag a run when others took more than this share of a bench core
 
@@ -51,13 +62,13 @@ class Table:
         return None
 
     def cell(self, rec: Record, metric: str, fmt=si) -> str:
-        """A figure followed by its ratios to the pure core and to C."""
+        """A figure followed by its ratios to 3.11's code and to C."""
         value = getattr(rec, metric)
         if value is None:
             return "–"
-        pure = self.baseline(rec.scenario, metric)
+        base = self.baseline(rec.scenario, metric)
         ref = self.value(REFERENCE, rec.scenario, metric)
-        return f"{fmt(value)} ({ratio(value, pure)} / {ratio(value, ref)})"
+        return f"{fmt(value)} ({ratio(value, base)} / {ratio(value, ref)})"
 
     def scenarios(self, group: str) -> list[Scenario]:
         seen = {}
@@ -104,7 +115,7 @@ def group_rows(table: Table, group: str) -> tuple[list[str], list[list[str]], li
     notes = []
     header = ["scenario", "implementation"]
     first = table.scenarios(group)[0]
-    header.append(f"{first.rate_unit} (×pure / ×C)")
+    header.append(f"{first.rate_unit} (×{BASELINE} / ×C)")
     if first.has_latency:
         header += ["p50 µs", "p99 µs"]
     cpu_unit = "ms/MB" if first.per_mb else f"µs/{first.unit}"
@@ -207,8 +218,56 @@ def health(table: Table) -> list[str]:
     return lines
 
 
+def short_reason(rec: Record) -> str:
+    """Why a cell has no figure, in a few words (plots and the README)."""
+    if rec.status == "n/a":
+        return "not runnable here"
+    if "filedescriptor out of range" in rec.reason:
+        return "died: fd ≥ 1024"
+    if rec.reason.startswith("set-up too slow"):
+        return "gave up: too slow"
+    return "failed"
+
+
+def better(metric: str) -> str:
+    return "higher" if metric == "rate" else "lower"
+
+
+def ratio_rows(table: Table) -> tuple[list[str], list[list[str]]]:
+    """Our headline figures over those of 3.11's code, uvloop and C."""
+    header = ["figure", "ours", "value",
+              *(f"×{'C' if name == REFERENCE else name}" for name in COMPARED_WITH)]
+    rows = []
+    for scenario, metric, title in HEADLINE:
+        shown = f"{title} ({better(metric)} is better)"
+        for impl in table.impls():
+            rec = table.by_key.get((impl, scenario))
+            if not ours(impl) or rec is None:
+                continue
+            if not rec.ok:
+                rows.append([shown, impl, short_reason(rec), *[""] * len(COMPARED_WITH)])
+            else:
+                value = getattr(rec, metric)
+                rows.append([shown, impl, si(value),
+                             *(ratio(value, table.value(name, rec.scenario, metric))
+                               for name in COMPARED_WITH)])
+            shown = ""
+    return header, rows
+
+
+def legend() -> list[str]:
+    return [f"{impl.name}: {impl.description}" for impl in IMPL_BY_NAME.values()]
+
+
+RATIO_NOTE = (f"our figure divided by theirs, measured in the same run; {BASELINE} is "
+              "pyasyncore/pyasynchat from PyPI, CPython 3.11's code; a rate above 1 is faster "
+              "than theirs, a CPU or latency figure below 1 is cheaper or quicker")
+
+
 def terminal(table: Table) -> str:
-    out = [f"  {line}" for line in health(table)]
+    """Every table, then what a reader wants first: the run's health, the
+    headline, what the names mean, and our figures as ratios."""
+    out = []
     for group in table.groups():
         header, rows, notes = group_rows(table, group)
         out += ["", f"== {GROUP_TITLES[group]}", text_table(header, rows)]
@@ -216,6 +275,11 @@ def terminal(table: Table) -> str:
         if group == "slowsend":
             out += ["", text_table(["implementation", "CPU ∝ size^k", "so"],
                                    slowsend_summary(table))]
+    out += ["", "== Health of this run"] + [f"  {line}" for line in health(table)]
+    out += ["", "== Headline", text_table(*headline_rows(table))]
+    out += ["", "== The implementations"] + [f"  {line}" for line in legend()]
+    out += ["", f"== Ours against pyasyncore, uvloop and C: {RATIO_NOTE}",
+            text_table(*ratio_rows(table))]
     return "\n".join(out)
 
 
@@ -230,7 +294,7 @@ HEADLINE = (
 )
 
 
-def headline(table: Table) -> str:
+def headline_rows(table: Table) -> tuple[list[str], list[list[str]]]:
     header = ["implementation", *(title for _, _, title in HEADLINE), "slow send CPU ∝ size^k"]
     rows = []
     for impl in table.impls():
@@ -240,20 +304,73 @@ def headline(table: Table) -> str:
             if rec is None:
                 row.append("")
             elif not rec.ok:
-                row.append("n/a" if rec.status == "n/a" else "failed")
+                row.append(short_reason(rec))
             else:
                 row.append(si(getattr(rec, metric)))
         k = table.slowsend_exponent(impl)
         row.append("" if k is None else f"{k:.2f}")
         rows.append(row)
-    return markdown_table(header, rows, labels=1)
+    return header, rows
+
+
+def headline(table: Table) -> str:
+    return markdown_table(*headline_rows(table), labels=1)
+
+
+# The README's table: (scenario, metric, column title); the idle column adds
+# the same implementation's figure with no idle connection in brackets.
+README_COLUMNS = (
+    ("echo-1x64", "cpu_per_unit_us", "server CPU µs per round trip, 1 conn × 64 B"),
+    ("echo-100x64", "cpu_per_unit_us", "same, 100 conn × 64 B"),
+    ("idle-10000", "p50_us", "p50 µs, 1 active + 10,000 idle (none idle)"),
+    ("lines", "rate", "async_chat lines/s (one reply per line)"),
+)
+README_IMPLS = ("c", "compiled", "compiled-poll", "pure", "pyasyncore", "asyncio", "uvloop")
+README_START = "<!-- bench-table: written by make bench-record; do not edit by hand -->"
+README_END = "<!-- /bench-table -->"
+
+
+def readme_block(table: Table, meta: dict[str, str], settings: str) -> str:
+    """The README's benchmark table with the facts of its run, between the
+    markers that `bench/run.py --record` replaces."""
+    header = ["implementation", *(title for _, _, title in README_COLUMNS),
+              "slow-reader send: CPU ∝ size^k"]
+    rows = []
+    for impl in README_IMPLS:
+        if impl not in table.impls():
+            continue
+        row = [f"**{label(impl)}**" if ours(impl) else label(impl)]
+        for scenario, metric, _ in README_COLUMNS:
+            rec = table.by_key.get((impl, scenario))
+            if rec is None:
+                row.append("")
+                continue
+            text = si(getattr(rec, metric)) if rec.ok else short_reason(rec)
+            if scenario.startswith("idle-") and rec.ok:
+                none = table.value(impl, table.get(impl, "idle-0").scenario, metric) \
+                    if table.get(impl, "idle-0") else None
+                text += f" ({si(none)})"
+            row.append(text)
+        k = table.slowsend_exponent(impl)
+        row.append("" if k is None else f"{k:.2f}")
+        rows.append(row)
+    ok = [r for r in table.records if r.ok]
+    noisy = sum(r.other_share > NOISE_LIMIT for r in ok)
+    facts = (f"Recorded {meta.get('date', '?')} by `make bench-record` "
+             f"({settings.split(':')[0]} settings, commit {meta.get('commit', 'not recorded')}): "
+             f"{meta.get('machine', '?').split(';')[0]}, {meta.get('kernel', '?')}, "
+             f"Python {meta.get('Python', '?')}; other processes disturbed {noisy} of "
+             f"{len(ok)} cells (flagged in [bench/RESULTS.md](bench/RESULTS.md)).")
+    return "\n".join([README_START, facts, "", markdown_table(header, rows, labels=1),
+                      README_END])
 
 
 def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) -> str:
     lines = [
         "# Benchmark results",
         "",
-        "Written by `bench/run.py` (`make bench` / `make bench-full`); do not edit by hand.",
+        "Written by `bench/run.py` (`make bench-record` writes this copy; `make bench` and "
+        "`make bench-full` write bench/out/); do not edit by hand.",
         "",
         *(f"- **{k}**: {v}" for k, v in meta.items()),
         f"- **settings**: {settings}",
@@ -263,9 +380,8 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
         "(after warm-up). *Server CPU* is the server process's own CPU time per operation "
         "from the kernel's scheduler accounting (`/proc/<pid>/task/*/schedstat`), which a busy "
         "neighbour disturbs far less than the wall-clock rates. In each cell, "
-        "`(a / b)` is the figure's ratio to the pure core's and to the C server's, measured "
-        "in the same run (for the idle table, the pure core's poll loop when its select loop "
-        "cannot run the size). *loadgen CPU* is the share of its core the load generator "
+        f"`(a / b)` is the figure's ratio to {BASELINE}'s (3.11's code) and to the C server's, "
+        "measured in the same run. *loadgen CPU* is the share of its core the load generator "
         "used: it stays well below 100% so it is not the bottleneck. "
         "⚠ marks runs during which other processes took more than "
         f"{NOISE_LIMIT:.0%} of a bench core (from `/proc/stat`).",
@@ -278,6 +394,17 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
         "",
         headline(table),
         "",
+        "## The implementations",
+        "",
+        *(f"- `{line.split(':')[0]}`:{line.split(':', 1)[1]}" for line in legend()
+          if line.split(":")[0] in table.impls()),
+        "",
+        "## Ours against pyasyncore, uvloop and C",
+        "",
+        RATIO_NOTE[0].upper() + RATIO_NOTE[1:] + ".",
+        "",
+        markdown_table(*ratio_rows(table)),
+        "",
         "![throughput](throughput.png)",
         "",
         "![server CPU per operation](server_cpu.png)",
@@ -289,10 +416,6 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
     ]
     if targets:
         lines += ["## Targets for the compiled core", "", targets, ""]
-    lines.append("## Implementations")
-    lines.append("")
-    for impl in table.impls():
-        lines.append(f"- `{impl}`: {IMPL_BY_NAME[impl].description}")
     for group in table.groups():
         header, rows, notes = group_rows(table, group)
         lines += ["", f"## {GROUP_TITLES[group]}", ""]

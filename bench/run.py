@@ -4,10 +4,13 @@
     python bench/run.py --full             # `make bench-full`: more and longer runs
     python bench/run.py --only echo-1x64 --impl compiled --impl c
     python bench/run.py --from-json bench/out/results.json   # re-render only
+    python bench/run.py --full --record    # `make bench-record`
 
 Needs the set-up of bench/setup.sh (virtual environments, C programs).  A run
-of the whole matrix rewrites bench/RESULTS.md and the PNG plots beside it; a
-filtered run writes them under bench/out/ instead.
+writes RESULTS.md, the PNG plots and results.json under bench/out/, which git
+ignores.  Only --record (a whole matrix, measured now or read back with
+--from-json) rewrites the committed copies: bench/RESULTS.md, the plots
+beside it and the table in README.md.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from model import (
 )
 
 OUT = BENCH / "out"
+README = BENCH.parent / "README.md"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +132,7 @@ def machine_info() -> dict[str, str]:
     cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": git_commit(),
         "machine": (f"{model}, {os.cpu_count()} cores; server pinned to CPU "
                     f"{measure.SERVER_CPU}, load generator to CPU {measure.LOADGEN_CPU}"),
         "kernel": f"{platform.system()} {platform.release()}",
@@ -141,6 +146,39 @@ def machine_info() -> dict[str, str]:
         "C compiler": (cc.splitlines() or ["unknown"])[0],
         "RLIMIT_NOFILE": f"{measure.NOFILE_HARD:,} (hard limit, raised to in every process)",
     }
+
+
+def git_commit() -> str:
+    """The commit the bench's build came from, and whether the tree differed."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=BENCH.parent, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        # What is measured: the package and the servers, not the reporting.
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "setup.py",
+                    "pyproject.toml", "bench/c", "bench/servers")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if head and dirty:
+        return f"{head} (measured code had uncommitted changes)"
+    return head or "unknown"
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def update_readme(block: str) -> bool:
+    """Put the recorded table between the README's markers; False when the
+    README has none."""
+    text = README.read_text()
+    start, end = text.find(report.README_START), text.find(report.README_END)
+    if start < 0 or end < start:
+        return False
+    README.write_text(text[:start] + block + text[end + len(report.README_END):])
+    return True
 
 
 def targets_text(table: report.Table) -> str:
@@ -228,7 +266,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"implementation, repeatable: {', '.join(IMPL_BY_NAME)}")
     parser.add_argument("--runs", type=int, help="measured runs per cell")
     parser.add_argument("--from-json", type=Path, help="re-render a saved run, measure nothing")
-    parser.add_argument("--out", type=Path, help="folder for RESULTS.md and plots")
+    parser.add_argument("--out", type=Path, help="folder for RESULTS.md and plots "
+                        "(default bench/out/)")
+    parser.add_argument("--record", action="store_true",
+                        help="write the committed copies: bench/RESULTS.md, bench/*.png and "
+                             "README.md's table (a whole matrix only)")
     return parser.parse_args(argv)
 
 
@@ -238,7 +280,10 @@ def main(argv=None) -> int:
     if args.runs:
         settings = dataclasses.replace(settings, runs=args.runs)
     filtered = bool(args.only or args.impl)
-    out = args.out or (OUT if filtered or args.from_json else BENCH)
+    if args.record and (filtered or args.out):
+        sys.exit("--record writes the committed results: it takes the whole matrix and "
+                 "no --out")
+    out = BENCH if args.record else args.out or OUT
     OUT.mkdir(exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -257,6 +302,7 @@ def main(argv=None) -> int:
         os.sched_setaffinity(0, {measure.LOADGEN_CPU})
         measure.install_signal_cleanup()
         cells = [(s, i) for s in chosen for i in impls if i.runs(s)]
+        load_before = load_average()
         broken = {i.name: core_check(i) for i in impls}
         progress = Progress(len(cells))
         records = []
@@ -278,6 +324,7 @@ def main(argv=None) -> int:
             measure.kill_children()
         wall = time.monotonic() - started
         meta = machine_info()
+        meta["load average"] = f"{load_before} before the run, {load_average()} after"
         meta["bench wall time"] = f"{wall:.0f} s measuring"
         # `make bench` passes the time its set-up started.
         if os.environ.get("BENCH_T0"):
@@ -287,11 +334,20 @@ def main(argv=None) -> int:
         save_json(records, meta, described, OUT / "results.json")
 
     table = report.Table(records)
-    print(report.terminal(table))
     md = report.markdown(table, meta, described, targets_text(table))
     (out / "RESULTS.md").write_text(md)
     made = plots.all_plots(table, out)
-    print(f"\nwrote {out / 'RESULTS.md'} and {', '.join(p.name for p in made)}")
+    written = [out / "RESULTS.md", *made]
+    if args.record:
+        if not update_readme(report.readme_block(table, meta, described)):
+            sys.exit(f"{README} has no {report.README_START!r} ... {report.README_END!r} "
+                     "block to write the table into")
+        written.append(README)
+    here = Path.cwd()
+    shown = [str(p.relative_to(here)) if p.is_relative_to(here) else str(p) for p in written]
+    print(f"wrote {', '.join(shown)}")
+    # The terminal's last screen is the summary (see report.terminal).
+    print(report.terminal(table))
     return 0
 
 

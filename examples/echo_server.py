@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = EchoServer(args.host, args.port)
     host, port = server.socket.getsockname()[:2]
-    print(f"Serving on {host}:{port}", flush=True)
+    # An IPv6 address needs brackets to be read back as host and port.
+    shown = f"[{host}]" if server.socket.family == socket.AF_INET6 else host
+    print(f"Serving on {shown}:{port}", flush=True)
     try:
         asyncore.loop()
     except KeyboardInterrupt:

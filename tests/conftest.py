@@ -125,3 +125,58 @@ def leak_guard(core):
         problems.append(f"descriptors leaked: {details}")
     if problems:
         pytest.fail("; ".join(problems))
+
+
+# Outcomes counted per core, for the closing lines of a run: pytest's own
+# summary adds both cores together, and `make test` prints one line per
+# Python and core at the very end (it passes ASYNCORE_TEST_SUMMARY, a file
+# the lines are appended to).
+_core_of = {}
+_outcomes = {}
+
+
+def pytest_collection_finish(session):
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "core" in params:
+            _core_of[item.nodeid] = params["core"]
+
+
+def pytest_runtest_logreport(report):
+    core = _core_of.get(report.nodeid)
+    if core is None:
+        return
+    counts = _outcomes.setdefault(core, {"seconds": 0.0})
+    counts["seconds"] += report.duration
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.skipped else "xpassed"
+        else:
+            outcome = report.outcome
+    elif report.failed:
+        outcome = "error"
+    elif report.skipped:
+        outcome = "skipped"
+    else:
+        return
+    counts[outcome] = counts.get(outcome, 0) + 1
+
+
+def _core_line(core, counts):
+    order = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+    parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
+    return f"{core} core: {', '.join(parts) or 'nothing ran'} ({counts['seconds']:.0f} s)"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _outcomes:
+        return
+    terminalreporter.write_sep("-", "per core")
+    python = "Python %d.%d.%d" % sys.version_info[:3]
+    lines = [_core_line(core, _outcomes[core]) for core in sorted(_outcomes)]
+    for line in lines:
+        terminalreporter.write_line(line)
+    path = os.environ.get("ASYNCORE_TEST_SUMMARY")
+    if path:
+        with open(path, "a") as f:
+            f.writelines(f"{python}, {line}\n" for line in lines)

@@ -5,6 +5,7 @@ import importlib.util
 import os
 import pathlib
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -198,22 +199,44 @@ def _read_line(stream, deadline=DEADLINE):
     return data.decode()
 
 
-def test_echo_server_main_as_a_script(core):
+def _default_sigint():
+    # A shell starts background jobs with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default back.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize(
+    "host, shown",
+    [
+        pytest.param(HOST4, HOST4, id="ipv4"),
+        pytest.param(
+            HOST6,
+            f"[{HOST6}]",
+            id="ipv6",
+            marks=pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback"),
+        ),
+    ],
+)
+def test_echo_server_main_as_a_script(core, host, shown):
+    # The README's quick start: the banner names an address a client can be
+    # pointed at (an IPv6 one in brackets), and Ctrl-C stops the server
+    # quietly, with exit status 0 and no traceback.
     env = dict(os.environ)
     env.pop("ASYNCORE_NO_EXTENSIONS", None)
     if core == "pure":
         env["ASYNCORE_NO_EXTENSIONS"] = "1"
     proc = subprocess.Popen(
-        [sys.executable, "-P", str(EXAMPLES / "echo_server.py"), HOST4, "0"],
+        [sys.executable, "-P", str(EXAMPLES / "echo_server.py"), host, "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        preexec_fn=_default_sigint,
     )
     try:
         banner = _read_line(proc.stdout)
-        assert banner.startswith(f"Serving on {HOST4}:")
+        assert banner.startswith(f"Serving on {shown}:")
         port = int(banner.rsplit(":", 1)[1])
-        clients = [socket.create_connection((HOST4, port), timeout=DEADLINE) for _ in range(3)]
+        clients = [socket.create_connection((host, port), timeout=DEADLINE) for _ in range(3)]
         try:
             for i, c in enumerate(clients):
                 message = b"hello %d" % i
@@ -225,8 +248,9 @@ def test_echo_server_main_as_a_script(core):
             for c in clients:
                 c.close()
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0
     if core != "stdlib":
         assert err == b""
 
