@@ -190,7 +190,7 @@ PKG_VENV := .venv/pkg
 # undeclared functions: removed API) as errors, and Cython's warnings too.
 CAPI_PYTHONS ?= $(PYTHONS)
 
-capi-check:
+capi-check: ## build the compiled core on each Python with CPython deprecations as errors (part of lint)
 	@[ -n "$(CAPI_PYTHONS)" ] || { tools/find_pythons.sh; exit 1; }
 	tools/check_capi.sh $(CAPI_PYTHONS)
 
