@@ -144,9 +144,12 @@ def test_the_environment_variable_is_named_as_the_reason():
 
 
 def test_a_missing_extension_is_named_as_the_reason():
-    # The import system is told the extension does not exist.
+    # The import system is told the extension does not exist; the GIL is
+    # said to be held, so that on a real free-threaded run only the missing
+    # extension decides.
     hide = textwrap.dedent(
         """
+        sys._is_gil_enabled = lambda: True
         import importlib.abc
         class _Hide(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):

@@ -25,10 +25,12 @@ print("py%d.%d%s" % (*sys.version_info[:2], "t" if sysconfig.get_config_var("Py_
   [ -x "$venv/bin/python" ] || { "$py" -m venv "$venv"; "$venv/bin/python" -m pip install -q --upgrade pip; }
   # The build requirements exactly as pyproject.toml states them (with their
   # per-Python markers), newest versions: what an isolated build would get.
-  reqs=$("$venv/bin/python" -c 'import tomllib
+  reqs=()
+  while IFS= read -r req; do
+    reqs+=("$req")
+  done < <("$venv/bin/python" -c 'import tomllib
 with open("pyproject.toml", "rb") as f:
     print("\n".join(tomllib.load(f)["build-system"]["requires"]))')
-  mapfile -t reqs <<<"$reqs"
   "$venv/bin/python" -m pip install -q --upgrade "${reqs[@]}"
   "$venv/bin/python" -c 'import Cython; print("Cython", Cython.__version__)'
   work=$(mktemp -d "${TMPDIR:-/tmp}/cyasyncore-capi.XXXXXX")
