@@ -255,8 +255,9 @@ def ratio_rows(table: Table) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def legend() -> list[str]:
-    return [f"{impl.name}: {impl.description}" for impl in IMPL_BY_NAME.values()]
+def legend(table: Table) -> list[str]:
+    """What each implementation in the run is."""
+    return [f"{name}: {IMPL_BY_NAME[name].description}" for name in table.impls()]
 
 
 RATIO_NOTE = (f"our figure divided by theirs, measured in the same run; {BASELINE} is "
@@ -277,7 +278,7 @@ def terminal(table: Table) -> str:
                                    slowsend_summary(table))]
     out += ["", "== Health of this run"] + [f"  {line}" for line in health(table)]
     out += ["", "== Headline", text_table(*headline_rows(table))]
-    out += ["", "== The implementations"] + [f"  {line}" for line in legend()]
+    out += ["", "== The implementations"] + [f"  {line}" for line in legend(table)]
     out += ["", f"== Ours against pyasyncore, uvloop and C: {RATIO_NOTE}",
             text_table(*ratio_rows(table))]
     return "\n".join(out)
@@ -396,8 +397,7 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
         "",
         "## The implementations",
         "",
-        *(f"- `{line.split(':')[0]}`:{line.split(':', 1)[1]}" for line in legend()
-          if line.split(":")[0] in table.impls()),
+        *(f"- `{line.split(':')[0]}`:{line.split(':', 1)[1]}" for line in legend(table)),
         "",
         "## Ours against pyasyncore, uvloop and C",
         "",
