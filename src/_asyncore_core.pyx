@@ -574,7 +574,8 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
     tq = _tq(map)
     if not map and tq is None:
         return 0
-    reg = _registry_for(map)
+    # Timers: an empty map (timers alone) needs no kernel set.
+    reg = _registry_for(map) if map else None
     if reg is not None:
         reg.sync(map, MODE_POLL)
         if reg.valid:
