@@ -2206,11 +2206,6 @@ cdef Py_ssize_t _prefix_at_end(object buf, Py_ssize_t pos, object needle) except
 # so that nested import finds a complete core.
 from asyncore import _core_py as _pure_module
 from asyncore import _timers_py as _timers_module
-from asyncore._timers_py import Timer  # noqa: F401  (exported: see asyncore._core)
-from asyncore._timers_py import call_every  # noqa: F401
-from asyncore._timers_py import call_later  # noqa: F401
-from asyncore._timers_py import call_soon_threadsafe  # noqa: F401
-from asyncore._timers_py import close_timers  # noqa: F401
 from asyncore._common import DISCONNECTED as _DISCONNECTED
 from asyncore._common import PYTIME_TOO_LARGE as _PYTIME_TOO_LARGE
 from asyncore._common import RERAISED as _RERAISED
@@ -2221,6 +2216,12 @@ _deque = collections.deque
 _socket_type = socket.socket
 PYTIME_TOO_LARGE = _PYTIME_TOO_LARGE
 _pure = _pure_module
+# Timers (issue 14): the queues are shared with the pure core (see _tq).
 timers = _timers_module
+Timer = _timers_module.Timer
+call_later = _timers_module.call_later
+call_every = _timers_module.call_every
+call_soon_threadsafe = _timers_module.call_soon_threadsafe
+close_timers = _timers_module.close_timers
 _tactive = _timers_module._active
 _talive = _timers_module.alive
