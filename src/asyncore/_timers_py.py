@@ -22,17 +22,18 @@ import heapq
 import math
 import numbers
 import os
+import select
 import sys
 import threading
 import time
 import weakref
 
-from ._common import RERAISED
+from ._common import POLLIN, RERAISED
 
 # id(map) -> _Queue that the passes must serve.
-_active = {}
+_active: "dict[int, _Queue]" = {}
 # id(map) -> _Queue with nothing to do, while a Timer still holds it.
-_idle = weakref.WeakValueDictionary()
+_idle: "weakref.WeakValueDictionary[int, _Queue]" = weakref.WeakValueDictionary()
 # Guards creating a queue, its activation and its wake-up descriptor, which
 # another thread's call_soon_threadsafe() may do while the loop runs.
 _lock = threading.Lock()
@@ -319,7 +320,7 @@ class _Queue:
                 time.sleep(None)
             time.sleep(ms / 1000)
             return
-        pollster = select_poll()
+        pollster = select.poll()
         pollster.register(self.wake, POLLIN)
         if pollster.poll(ms):
             self.drain()
@@ -426,18 +427,6 @@ def _call(callback, args, timer):
         report(callback)
         if timer is not None and timer._periodic:
             timer.cancel()
-
-
-def select_poll():
-    import select
-
-    return select.poll()
-
-
-try:
-    from select import POLLIN
-except ImportError:  # Windows: no poll(2); wake-ups then go through select()
-    POLLIN = 1
 
 
 def _queue_for(map):
