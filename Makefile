@@ -41,7 +41,7 @@ test-oracle:
 	.venv/oracle/bin/python -P -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf build dist wheelhouse .venv src/*.egg-info src/_asyncore_core.c src/*.so src/*.html
+	rm -rf build dist wheelhouse .venv src/*.egg-info src/_asyncore_core.c src/_asyncore_timers.c src/*.so src/*.html
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 # ---- bench targets (owned by bench/) ----

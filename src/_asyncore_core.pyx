@@ -368,7 +368,7 @@ def poll(timeout, map):
 
 # ------------------------------------------- timers (issue 14), in the passes
 #
-# The queues live in asyncore._timers_py (shared by both cores); a pass
+# The queues live in _asyncore_timers (a C heap per map); a pass
 # looks for the map's queue only when some map has one (_tactive non-empty),
 # so a program without timers pays one C truth test of an empty dict.
 
@@ -2205,7 +2205,7 @@ cdef Py_ssize_t _prefix_at_end(object buf, Py_ssize_t pos, object needle) except
 # selection, which imports this module; by now every export above exists,
 # so that nested import finds a complete core.
 from asyncore import _core_py as _pure_module
-from asyncore import _timers_py as _timers_module
+import _asyncore_timers as _timers_module
 from asyncore._common import DISCONNECTED as _DISCONNECTED
 from asyncore._common import PYTIME_TOO_LARGE as _PYTIME_TOO_LARGE
 from asyncore._common import RERAISED as _RERAISED
@@ -2216,7 +2216,7 @@ _deque = collections.deque
 _socket_type = socket.socket
 PYTIME_TOO_LARGE = _PYTIME_TOO_LARGE
 _pure = _pure_module
-# Timers (issue 14): the queues are shared with the pure core (see _tq).
+# Timers (issue 14): the queues of the compiled timers unit (see _tq).
 timers = _timers_module
 Timer = _timers_module.Timer
 call_later = _timers_module.call_later

@@ -321,7 +321,7 @@ def test_non_callable_raises_at_the_call(tmap):
 def test_timer_objects_and_api(tmap):
     t = asyncore.call_later(1.5, print, "x", map=tmap)
     assert isinstance(t, asyncore.Timer)
-    assert type(t).__module__ == "asyncore"
+    assert repr(t).startswith("<asyncore.Timer later 1.5s deadline=")
     assert abs(t.deadline - (time.monotonic() + 1.5)) < 1.0
     assert t.cancelled is False
     assert "Timer" in repr(t)
@@ -475,3 +475,34 @@ def test_forked_child_gets_its_own_wake_up_descriptor(tmap):
     os.waitpid(pid, 0)
     assert got == b"1"
     assert asyncore._impl.timers.queue(tmap).wake == before
+
+
+# ------------------------------------------------------------- the heap
+
+
+@MODES
+def test_many_timers_run_in_deadline_order_after_cancels_and_resets(tmap, use_poll):
+    import random
+
+    rng = random.Random(14)
+    fired = []
+    timers = [asyncore.call_later(rng.random() * 0.05, lambda i=i: fired.append(i), map=tmap)
+              for i in range(600)]
+    cancelled = set(rng.sample(range(600), 150))
+    for i in cancelled:
+        timers[i].cancel()
+    for i in rng.sample(range(600), 150):
+        timers[i].reset()
+    asyncore.loop(timeout=DEADLINE, use_poll=use_poll, map=tmap)
+    assert sorted(fired) == sorted(set(range(600)) - cancelled)
+    deadlines = [timers[i].deadline for i in fired]
+    assert deadlines == sorted(deadlines)
+
+
+def test_compiled_core_has_the_compiled_timer_queue(core):
+    if core != "compiled":
+        pytest.skip("the compiled core's own unit")
+    import _asyncore_timers
+
+    assert asyncore._impl.timers is _asyncore_timers
+    assert asyncore.Timer is _asyncore_timers.Timer
