@@ -218,7 +218,7 @@ def poll(
     core's timer module.
     """
     # Timers (issue 14): the map's queue, None unless timers or hand-overs exist.
-    tq = timers.queue(map)
+    tq = timers.queue(map) if timers._active else None
     if not map and tq is None:
         return
     r = []
@@ -265,7 +265,8 @@ def poll(
         obj = map.get(fd)
         if obj is not None:
             _exception(obj)
-    _run_timers(map, timers)
+    if timers._active:
+        _run_timers(map, timers)
 
 
 def _run_timers(map, timers):
@@ -280,7 +281,7 @@ def poll2(timeout, map, pollster=None, readwrite=readwrite, sleep=None, timers=t
     ms = None if timeout is None else int(timeout * 1000)
     pollster = (pollster or select.poll)()
     # Timers (issue 14): as in poll().
-    tq = timers.queue(map)
+    tq = timers.queue(map) if timers._active else None
     if not map and tq is None:
         return
     registered = False
@@ -310,7 +311,8 @@ def poll2(timeout, map, pollster=None, readwrite=readwrite, sleep=None, timers=t
         obj = map.get(fd)
         if obj is not None:
             readwrite(obj, flags)
-    _run_timers(map, timers)
+    if timers._active:
+        _run_timers(map, timers)
 
 
 def loop(timeout, use_poll, map, count):
