@@ -44,6 +44,7 @@ _lock = threading.Lock()
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class Timer:
     """A callback due at ``deadline`` (time.monotonic() seconds), made by call_later/call_every."""
 

@@ -35,7 +35,7 @@ from errno import (
     errorcode as errorcode,
 )
 from socket import socket as _Socket
-from typing import Any, Final, Protocol, TypeAlias, type_check_only
+from typing import Any, Final, Protocol, TypeAlias, final, type_check_only
 
 from _typeshed import FileDescriptorLike, ReadableBuffer
 
@@ -91,6 +91,7 @@ def loop(
 ) -> None: ...
 
 # Timers and thread hand-overs (issue 14): the only additions to 3.11's API.
+@final
 class Timer:
     """A callback due at ``deadline``; made by call_later() and call_every() only."""
 

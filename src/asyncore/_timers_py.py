@@ -26,6 +26,7 @@ import select
 import sys
 import threading
 import time
+import typing
 import weakref
 
 from ._common import POLLIN, RERAISED
@@ -100,6 +101,7 @@ def report(callback):
     print("error: uncaptured python exception in callback %s (%s:%s %s)" % (what, t, v, tbinfo))
 
 
+@typing.final
 class Timer:
     """A callback due at ``deadline`` (time.monotonic() seconds), made by call_later/call_every."""
 
