@@ -61,8 +61,16 @@ def extensions():
         extra_compile_args=compile_args,
         depends=[flags_stamp(macros, compile_args)],
     )
+    # Timers and hand-overs (issue 14): a unit of their own, used by the core.
+    timers = Extension(
+        "_asyncore_timers",
+        ["src/_asyncore_timers.pyx"],
+        include_dirs=["src/includes"],
+        define_macros=macros,
+        extra_compile_args=compile_args,
+    )
     return cythonize(
-        [ext],
+        [ext, timers],
         language_level=3,
         compiler_directives={
             "boundscheck": False,

@@ -18,6 +18,10 @@ VENV_CY = BENCH / ".venv-cy" / "bin" / "python"
 VENV_PYASYNCORE = BENCH / ".venv-pyasyncore" / "bin" / "python"
 
 ALL_MODES = frozenset({"echo", "lines", "bulk", "slowsend"})
+# The timers group's servers (issue 14): echo with a 60 s idle timeout per
+# connection, on cyasyncore's timers or asyncio's call_later ("echo-timer"),
+# or 3.11's idiom of a sweep over the map once a second ("echo-sweep").
+TIMER_MODES = frozenset({"echo-timer", "echo-sweep"})
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,10 @@ IMPLEMENTATIONS = (
     Implementation("c", "C epoll server: what this machine can do",
                    (str(BUILD / "echo_server"), "{mode}")),
     Implementation("compiled", "cyasyncore, compiled core, select loop (use_poll=False)",
-                   _asyncore(VENV_CY), expect_core="compiled"),
+                   _asyncore(VENV_CY), expect_core="compiled", modes=ALL_MODES | TIMER_MODES),
     Implementation("compiled-poll", "cyasyncore, compiled core, poll loop (use_poll=True)",
-                   _asyncore(VENV_CY, "--use-poll"), expect_core="compiled"),
+                   _asyncore(VENV_CY, "--use-poll"), expect_core="compiled",
+                   modes=ALL_MODES | TIMER_MODES),
     Implementation("pure", "cyasyncore, pure core (ASYNCORE_NO_EXTENSIONS=1), select loop",
                    _asyncore(VENV_CY), env=(("ASYNCORE_NO_EXTENSIONS", "1"),),
                    expect_core="pure"),
@@ -67,7 +72,8 @@ IMPLEMENTATIONS = (
     # the pure core's poll loop as well, as the baseline it can be compared to.
     Implementation("pure-poll", "cyasyncore, pure core, poll loop (use_poll=True)",
                    _asyncore(VENV_CY, "--use-poll"), env=(("ASYNCORE_NO_EXTENSIONS", "1"),),
-                   groups=frozenset({"idle"}), expect_core="pure"),
+                   groups=frozenset({"idle", "timers"}), expect_core="pure",
+                   modes=ALL_MODES | TIMER_MODES),
     Implementation("pyasyncore", "PyPI pyasyncore/pyasynchat (3.11's code), select loop",
                    _asyncore(VENV_PYASYNCORE)),
     # The asyncio rows place the asyncore figures among today's alternatives;
@@ -82,7 +88,8 @@ IMPLEMENTATIONS = (
     Implementation("uvloop", "uvloop, asyncio Protocol",
                    (str(VENV_CY), "-P", str(SERVERS / "asyncio_protocol_server.py"), "{mode}",
                     "--uvloop"),
-                   groups=frozenset({"echo", "idle", "lines", "churn"})),
+                   groups=frozenset({"echo", "idle", "lines", "churn", "timers"}),
+                   modes=ALL_MODES | {"echo-timer"}),
 )
 IMPL_BY_NAME = {impl.name: impl for impl in IMPLEMENTATIONS}
 REFERENCE = "c"
@@ -138,7 +145,9 @@ class Scenario:
     has_latency: bool = False
 
     def loadgen_args(self) -> list[str]:
-        args = ["--mode", "churn" if self.group == "churn" else self.server_mode,
+        # The timers group's servers speak echo.
+        mode = "echo" if self.group == "timers" else self.server_mode
+        args = ["--mode", "churn" if self.group == "churn" else mode,
                 "--conns", str(self.conns), "--size", str(self.size)]
         if self.idle:
             args += ["--idle", str(self.idle)]
@@ -172,6 +181,15 @@ def scenarios(full: bool) -> list[Scenario]:
         out.append(Scenario(
             f"idle-{idle}", "idle", f"1 active 64 B ping-pong + {idle:,} idle connections",
             "echo", idle=idle, unit="rt", rate_unit="rt/s", has_latency=True))
+    # Timers (issue 14): the idle-10000 run again with a 60 s idle timer per
+    # connection, reset on every message of the active one; and with 3.11's
+    # sweep of the map once a second instead of timers.
+    for mode, what in (("echo", "no timers"), ("echo-timer", "a 60 s idle timer each"),
+                       ("echo-sweep", "3.11 idiom: the map swept once a second")):
+        out.append(Scenario(
+            f"timers-10000-{mode.partition('-')[2] or 'none'}", "timers",
+            f"1 active 64 B ping-pong + 10,000 idle connections, {what}",
+            mode, idle=10000, unit="rt", rate_unit="rt/s", has_latency=True))
     out.append(Scenario("lines", "lines", "pipelined 16 B lines, one reply per line",
                         "lines", unit="line", rate_unit="lines/s"))
     out.append(Scenario("bulk", "bulk", "1 MiB bodies behind a numeric terminator",
@@ -195,6 +213,7 @@ GROUP_TITLES = {
     "bulk": "asynchat: bulk transfer through a numeric terminator",
     "slowsend": "dispatcher_with_send: one large send() to a slow reader",
     "churn": "Connection churn",
+    "timers": "Idle timeouts: 10,000 idle connections with and without timers",
 }
 
 

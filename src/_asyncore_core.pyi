@@ -3,7 +3,10 @@
 # same names exist in the pure twin, asyncore._core_py.
 
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import Any, Final
+
+from asyncore import Timer as Timer
 
 # Which core this is, as asyncore.CORE reports it.
 NAME: Final[str]
@@ -73,3 +76,19 @@ def declare_own(
 def use_kernel_set(on: bool) -> bool: ...
 def backend() -> str: ...
 def interest_info(map: object) -> dict[str, Any] | None: ...
+
+# Timers and hand-overs (issue 14): asyncore's wrappers resolve the map and
+# pass the callback's arguments as a tuple.  ``timers`` is the module whose
+# queues the passes serve.
+def call_later(
+    seconds: float, callback: Callable[..., object], args: tuple[Any, ...], map: dict[Any, Any]
+) -> Timer: ...
+def call_every(
+    seconds: float, callback: Callable[..., object], args: tuple[Any, ...], map: dict[Any, Any]
+) -> Timer: ...
+def call_soon_threadsafe(
+    callback: Callable[..., object], args: tuple[Any, ...], map: dict[Any, Any]
+) -> None: ...
+def close_timers(map: dict[Any, Any]) -> None: ...
+
+timers: ModuleType

@@ -85,6 +85,7 @@ cdef object RERAISED = None
 cdef object DISCONNECTED = None
 cdef object PYTIME_TOO_LARGE = None
 cdef object _pure = None
+cdef object _talive = None
 
 
 # ---------------------------------------------------------------- dispatch
@@ -360,6 +361,62 @@ def poll(timeout, map):
             _poll_select(p, timeout, map)
         finally:
             _give_back(p)
+        _run_timers(map)
+    elif _tactive:
+        # Timers (issue 14): an empty map with timers waits for them.
+        _idle_pass(timeout, map)
+
+
+# ------------------------------------------- timers (issue 14), in the passes
+#
+# The queues live in _asyncore_timers (a C heap per map); a pass
+# looks for the map's queue only when some map has one (_tactive non-empty),
+# so a program without timers pays one C truth test of an empty dict.
+
+cdef dict _tactive = None
+
+
+cdef inline object _tq(object map):
+    """The map's timer queue, or None (always None without timers)."""
+    if not _tactive:
+        return None
+    return _tactive.get(id(map))
+
+
+cdef int _run_timers(object map) except -1:
+    """Run the map's due timers and hand-overs, after the pass's I/O."""
+    tq = _tq(map)
+    if tq is not None:
+        tq.run()
+    return 0
+
+
+cdef int _idle_pass(object timeout, object map) except -1:
+    """A select-style pass over an empty map that has timers."""
+    tq = _tq(map)
+    if tq is not None:
+        tq.sleep(timeout)
+        tq.run()
+    return 0
+
+
+cdef int _wake_fd(object tq) except -2:
+    return -1 if tq is None else tq.wake
+
+
+cdef int _wait_with_wake(int kfd, object tq, int ms) except -1:
+    """Wait on a kernel set's descriptor and the wake-up descriptor; drain a wake-up."""
+    cdef cya_pollfd pfd[2]
+    pfd[0].fd = kfd
+    pfd[0].events = CYA_POLLIN
+    pfd[0].revents = 0
+    pfd[1].fd = tq.wake
+    pfd[1].events = CYA_POLLIN
+    pfd[1].revents = 0
+    _wait(pfd, 2, ms)
+    if pfd[1].revents:
+        tq.drain()
+    return 0
 
 
 cdef int _poll_select(_Pass p, object timeout, object map) except -1:
@@ -367,11 +424,13 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
     cdef Py_ssize_t m = 0
     cdef unsigned char want
     cdef double deadline = 0.0
+    cdef int wake = -1
     cdef _Registry reg = _registry_for(map)
     if reg is not None:
         reg.sync(map, MODE_SELECT)
         if reg.valid:
             return _kpoll_select(reg, timeout, map)
+    tq = _tq(map)
     try:
         p.take(map)
         # Ask every channel, in map order, exactly as 3.11 does.
@@ -393,9 +452,16 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
                 p.slot[m] = i
                 m += 1
         if m == 0:
-            time.sleep(timeout)
+            if tq is not None:
+                tq.sleep(timeout)
+            else:
+                time.sleep(timeout)
             return 0
         ms = select_timeout_ms(timeout)
+        if tq is not None:
+            # Timers: no longer than the next deadline; wake on a hand-over.
+            ms = tq.clamp_ms(ms)
+            wake = tq.wake
         # Descriptors are resolved in select()'s order (read list, then write
         # list), so the first bad key raises what select() would have raised.
         for j in range(m):
@@ -412,14 +478,23 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
                 i = p.slot[j]
                 if p.want[i] & (WANT_READ | WANT_WRITE) == want & (WANT_READ | WANT_WRITE):
                     p.pfd[j].fd = PyObject_AsFileDescriptor(<object>p.keys[i])
+        if wake >= 0:
+            p.reserve(m + 1)
+            p.pfd[m].fd = wake
+            p.pfd[m].events = CYA_POLLIN
+            p.pfd[m].revents = 0
         if ms > 0:
             deadline = _deadline(ms)
         while True:
-            if _wait(p.pfd, m, ms) == 0:
+            if _wait(p.pfd, m + (wake >= 0), ms) == 0:
                 return 0
             _drop_closed_during_wait(p, m, map)
             if _select_would_report(p, m):
                 break
+            if wake >= 0 and p.pfd[m].revents:
+                # Timers: only a hand-over woke the wait.
+                tq.drain()
+                return 0
             # poll(2) reports a hang-up or error on a descriptor that select()
             # was not asked about for reading (or writing): select() would go
             # on sleeping, so stop watching those and wait out the rest.
@@ -499,6 +574,7 @@ def poll2(timeout, map):
         _poll_poll(p, timeout, map)
     finally:
         _give_back(p)
+    _run_timers(map)
 
 
 cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
@@ -509,12 +585,15 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
     cdef int ms = -1
     cdef dict seen = None
     cdef _Registry reg
+    cdef int wake = -1
     original = timeout
     if timeout is not None:
         timeout = int(timeout * 1000)
-    if not map:
+    tq = _tq(map)
+    if not map and tq is None:
         return 0
-    reg = _registry_for(map)
+    # Timers: an empty map (timers alone) needs no kernel set.
+    reg = _registry_for(map) if map else None
     if reg is not None:
         reg.sync(map, MODE_POLL)
         if reg.valid:
@@ -549,12 +628,23 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
             m += 1
         if timeout is not None:
             ms = _poll_timeout_ms(timeout)
-        if m == 0 and ms < 0:
+        if tq is not None:
+            # Timers: no longer than the next deadline; wake on a hand-over.
+            ms = tq.clamp_ms(ms)
+            wake = tq.wake
+            if wake >= 0:
+                p.reserve(m + 1)
+                p.pfd[m].fd = wake
+                p.pfd[m].events = CYA_POLLIN
+                p.pfd[m].revents = 0
+        if m == 0 and ms < 0 and wake < 0:
             # Nothing can ever end this wait: 3.11 hung here for good.  Fail
             # the way the select-style pass does with nothing to wait for.
             time.sleep(original)
-        if _wait(p.pfd, m, ms) == 0:
+        if _wait(p.pfd, m + (wake >= 0), ms) == 0:
             return 0
+        if wake >= 0 and p.pfd[m].revents:
+            tq.drain()
         for j in range(m):
             if p.pfd[j].revents:
                 # Looked up by descriptor number, as 3.11's poll object returned it.
@@ -1828,10 +1918,17 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
     cdef int ms
     cdef double deadline = 0.0
     cdef PyObject *found
+    tq = _tq(map)
     if reg.n_select == 0 and reg.in_flight == 0:
-        time.sleep(timeout)
+        if tq is not None:
+            tq.sleep(timeout)
+        else:
+            time.sleep(timeout)
         return 0
     ms = select_timeout_ms(timeout)
+    if tq is not None:
+        # Timers: no longer than the next deadline.
+        ms = tq.clamp_ms(ms)
     if reg.kset is None:
         # Channels asked in another thread right now register here: wait
         # on the set they will join (as 3.11's select() waited on them).
@@ -1844,7 +1941,12 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
     buf = reg.take()
     try:
         while True:
-            n = reg.wait(ms, buf, False)
+            if _wake_fd(tq) >= 0:
+                # Timers: the kernel set and the wake-up descriptor together.
+                _wait_with_wake(reg.kset.kfd, tq, ms)
+                n = reg.wait(0, buf, False)
+            else:
+                n = reg.wait(ms, buf, False)
             ready = buf.out
             kept = 0
             for i in range(n):
@@ -1901,7 +2003,11 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
     cdef Py_ssize_t n, i
     cdef PyObject *found
     cdef double deadline = 0.0
-    if reg.n_poll == 0 and ms < 0 and reg.in_flight == 0:
+    tq = _tq(map)
+    if tq is not None:
+        # Timers: no longer than the next deadline.
+        ms = tq.clamp_ms(ms)
+    if reg.n_poll == 0 and ms < 0 and reg.in_flight == 0 and _wake_fd(tq) < 0:
         # As the snapshot pass: nothing could end this wait.
         time.sleep(original)
     if reg.kset is None:
@@ -1911,7 +2017,12 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
     buf = reg.take()
     try:
         while True:
-            n = reg.wait(ms, buf, True)
+            if _wake_fd(tq) >= 0:
+                # Timers: the kernel set and the wake-up descriptor together.
+                _wait_with_wake(reg.kset.kfd, tq, ms)
+                n = reg.wait(0, buf, True)
+            else:
+                n = reg.wait(ms, buf, True)
             # Only what was not for us (see wait): wait out the rest.
             if n or buf.raw_count == 0 or ms == 0:
                 break
@@ -2023,17 +2134,19 @@ def loop(timeout, use_poll, map, count):
 
 cdef int _loop(_Pass p, bint with_poll, object timeout, object map, object count) except -1:
     cdef long long left
+    # Timers (issue 14): live timers keep the loop going as channels do;
+    # without any, the test is 3.11's ``while map``.
     if count is None:
-        while map:
+        while map or (_tactive and _talive(map)):
             _one_pass(p, with_poll, timeout, map)
     elif type(count) is int and -2**62 < count < 2**62:
         left = count
-        while map and left > 0:
+        while (map or (_tactive and _talive(map))) and left > 0:
             _one_pass(p, with_poll, timeout, map)
             left -= 1
     else:
         # A float, a huge int or something stranger: Python's arithmetic, as 3.11.
-        while map and count > 0:
+        while (map or (_tactive and _talive(map))) and count > 0:
             _one_pass(p, with_poll, timeout, map)
             count = count - 1
     return 0
@@ -2041,10 +2154,15 @@ cdef int _loop(_Pass p, bint with_poll, object timeout, object map, object count
 
 cdef inline int _one_pass(_Pass p, bint with_poll, object timeout, object map) except -1:
     if with_poll:
-        return _poll_poll(p, timeout, map)
-    if map:
-        return _poll_select(p, timeout, map)
-    return 0
+        _poll_poll(p, timeout, map)
+    elif map:
+        _poll_select(p, timeout, map)
+    elif _tactive:
+        # Timers: an empty map with timers waits for them.
+        return _idle_pass(timeout, map)
+    else:
+        return 0
+    return _run_timers(map)
 
 
 # -------------------------------------------------- async_chat input path
@@ -2174,6 +2292,7 @@ cdef Py_ssize_t _prefix_at_end(object buf, Py_ssize_t pos, object needle) except
 # selection, which imports this module; by now every export above exists,
 # so that nested import finds a complete core.
 from asyncore import _core_py as _pure_module
+import _asyncore_timers as _timers_module
 from asyncore._common import DISCONNECTED as _DISCONNECTED
 from asyncore._common import PYTIME_TOO_LARGE as _PYTIME_TOO_LARGE
 from asyncore._common import RERAISED as _RERAISED
@@ -2184,3 +2303,12 @@ _deque = collections.deque
 _socket_type = socket.socket
 PYTIME_TOO_LARGE = _PYTIME_TOO_LARGE
 _pure = _pure_module
+# Timers (issue 14): the queues of the compiled timers unit (see _tq).
+timers = _timers_module
+Timer = _timers_module.Timer
+call_later = _timers_module.call_later
+call_every = _timers_module.call_every
+call_soon_threadsafe = _timers_module.call_soon_threadsafe
+close_timers = _timers_module.close_timers
+_tactive = _timers_module._active
+_talive = _timers_module.alive

@@ -285,3 +285,75 @@ def test_echo_server_main_in_process(capsys):
     assert not thread.is_alive()
     assert result == ["stopped"]
     assert asyncore.socket_map == {}
+
+
+# --------------------------------------------------------------------------
+# idle_timeout_server (issue 14: timers)
+# --------------------------------------------------------------------------
+
+idle_timeout_server = load_example("idle_timeout_server")
+
+
+@pytest.mark.cyasyncore_only
+@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+def test_idle_timeout_server_closes_only_idle_connections(use_poll, capsys):
+    m = {}
+    server = idle_timeout_server.IdleEchoServer(HOST4, 0, idle=0.5, map=m)
+    address = server.socket.getsockname()[:2]
+    busy = socket.create_connection(address, timeout=DEADLINE)
+    quiet = socket.create_connection(address, timeout=DEADLINE)
+    try:
+        loop_until(lambda: len(m) == 3, map=m, use_poll=use_poll)
+        echoed = bytearray()
+
+        def has(n):
+            if select.select([busy], [], [], 0)[0]:
+                echoed.extend(busy.recv(4096))
+            return len(echoed) >= n
+
+        # The busy client keeps talking; each echo resets its timer.
+        sent = 0
+        while len(m) == 3:
+            busy.sendall(b"ping")
+            sent += 4
+            loop_until(lambda n=sent: len(m) < 3 or has(n), map=m, use_poll=use_poll)
+        # The quiet one was closed by its timer: the server sees EOF on it.
+        assert quiet.recv(1) == b""
+        busy.sendall(b"still here")
+        loop_until(lambda: has(sent + 10), map=m, use_poll=use_poll)
+        assert bytes(echoed) == b"ping" * (sent // 4) + b"still here"
+    finally:
+        busy.close()
+        quiet.close()
+        asyncore.close_all(m)
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("Closing idle connection from ") for line in lines) == 1
+
+
+@pytest.mark.cyasyncore_only
+def test_idle_timeout_server_main_as_a_script(core):
+    env = dict(os.environ)
+    env.pop("ASYNCORE_NO_EXTENSIONS", None)
+    if core == "pure":
+        env["ASYNCORE_NO_EXTENSIONS"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-P", str(EXAMPLES / "idle_timeout_server.py"), HOST4, "0",
+         "--idle", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        banner = _read_line(proc.stdout)
+        port = int(banner.rsplit(":", 1)[1])
+        with socket.create_connection((HOST4, port), timeout=DEADLINE) as c:
+            c.sendall(b"hello")
+            assert recv_exactly(c, 5) == b"hello"
+            # Silent now: the server closes it after its idle timeout.
+            assert c.recv(1) == b""
+        assert _read_line(proc.stdout).startswith("Incoming connection from (")
+        assert _read_line(proc.stdout).startswith("Closing idle connection from (")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=DEADLINE)
+    assert err == b""

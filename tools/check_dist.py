@@ -19,6 +19,7 @@ SDIST_REQUIRED = [
     "README.md",
     "src/_asyncore_core.pyx",
     "src/_asyncore_core.pyi",
+    "src/_asyncore_timers.pyx",
     "src/includes/*.h",
     "src/asyncore/__init__.py",
     "src/asyncore/__init__.pyi",
@@ -37,6 +38,7 @@ SDIST_FORBIDDEN = [
     "*.o",
     "*.pyc",
     "src/_asyncore_core.c",
+    "src/_asyncore_timers.c",
     "build/*",
     "*.venv*/*",
     "*site-packages/*",
@@ -53,7 +55,11 @@ WHEEL_REQUIRED = [
     "asynchat/py.typed",
     "*.dist-info/METADATA",
 ]
-BINARY_REQUIRED = ["_asyncore_core.*.so|_asyncore_core.*.pyd", "_asyncore_core.pyi"]
+BINARY_REQUIRED = [
+    "_asyncore_core.*.so|_asyncore_core.*.pyd",
+    "_asyncore_core.pyi",
+    "_asyncore_timers.*.so|_asyncore_timers.*.pyd",
+]
 WHEEL_FORBIDDEN = [
     "*.pyx",
     "*.pxd",
@@ -65,7 +71,7 @@ WHEEL_FORBIDDEN = [
     "build/*",
     "*.pyc",
 ]
-PURE_FORBIDDEN = ["_asyncore_core*"]
+PURE_FORBIDDEN = ["_asyncore_core*", "_asyncore_timers*"]
 
 
 def _matches(name, pattern):

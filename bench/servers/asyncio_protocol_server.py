@@ -66,7 +66,27 @@ class SlowSend(Echo):
             self.transport.write(b"x" * int(head))
 
 
-PROTOCOLS = {"echo": Echo, "lines": Lines, "bulk": Bulk, "slowsend": SlowSend}
+# Seconds of silence after which a connection is closed (the timers group).
+IDLE_TIMEOUT = 60.0
+
+
+class EchoIdleTimer(Echo):
+    """Echo with an idle timeout: asyncio's idiom, a fresh call_later per message."""
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.loop = asyncio.get_running_loop()
+        self.timer = self.loop.call_later(IDLE_TIMEOUT, transport.close)
+
+    def data_received(self, data):
+        # TimerHandle has no reset(): cancel and schedule again.
+        self.timer.cancel()
+        self.timer = self.loop.call_later(IDLE_TIMEOUT, self.transport.close)
+        self.transport.write(data)
+
+
+PROTOCOLS = {"echo": Echo, "lines": Lines, "bulk": Bulk, "slowsend": SlowSend,
+             "echo-timer": EchoIdleTimer}
 
 
 async def serve(protocol):

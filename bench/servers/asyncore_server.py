@@ -13,6 +13,7 @@ protocols).  Prints "PORT <n>" once it is listening, then serves until killed.
 import argparse
 import socket
 import sys
+import time
 
 import asynchat
 import asyncore
@@ -81,7 +82,51 @@ class SlowSendHandler(asyncore.dispatcher_with_send):
             self.send(b"x" * int(head))
 
 
+# Seconds of silence after which a connection is closed (the timers group).
+IDLE_TIMEOUT = 60.0
+
+
+class EchoIdleTimer(EchoHandler):
+    """Echo with an idle timeout on cyasyncore's timers: one Timer, reset per message."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.timer = asyncore.call_later(IDLE_TIMEOUT, self.close)
+
+    def handle_read(self):
+        self.timer.reset()
+        EchoHandler.handle_read(self)
+
+
+class EchoIdleSweep(EchoHandler):
+    """Echo with an idle timeout the 3.11 way: a time stamp, swept once a second."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.last = time.monotonic()
+
+    def handle_read(self):
+        self.last = time.monotonic()
+        EchoHandler.handle_read(self)
+
+
+def sweep_loop(use_poll):
+    # What servers wrote without timers: wake at least once a second and
+    # look at every channel's time stamp.
+    next_sweep = time.monotonic() + 1.0
+    while asyncore.socket_map:
+        asyncore.loop(timeout=1.0, use_poll=use_poll, count=1)
+        now = time.monotonic()
+        if now >= next_sweep:
+            next_sweep = now + 1.0
+            for chan in list(asyncore.socket_map.values()):
+                if isinstance(chan, EchoIdleSweep) and now - chan.last > IDLE_TIMEOUT:
+                    chan.close()
+
+
 HANDLERS = {
+    "echo-timer": EchoIdleTimer,
+    "echo-sweep": EchoIdleSweep,
     "echo": EchoHandler,
     "lines": LineHandler,
     "bulk": BulkHandler,
@@ -112,7 +157,10 @@ def main():
     args = parser.parse_args()
     server = Server(HANDLERS[args.mode])
     print("PORT", server.socket.getsockname()[1], flush=True)
-    asyncore.loop(timeout=30.0, use_poll=args.use_poll)
+    if args.mode == "echo-sweep":
+        sweep_loop(args.use_poll)
+    else:
+        asyncore.loop(timeout=30.0, use_poll=args.use_poll)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ def poll(timeout=0.0, map=None):
             write=write,
             _exception=_exception,
             sleep=time.sleep,
+            timers=_impl.timers,
         )
 
 
@@ -87,7 +88,12 @@ def poll2(timeout=0.0, map=None):
         _impl.poll2(timeout, map)
     else:
         _core_py.poll2(
-            timeout, map, pollster=select.poll, readwrite=readwrite, sleep=time.sleep
+            timeout,
+            map,
+            pollster=select.poll,
+            readwrite=readwrite,
+            sleep=time.sleep,
+            timers=_impl.timers,
         )
 
 
@@ -104,13 +110,42 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None):
     # Something the loop calls was replaced: go through the module's names
     # one pass at a time, as 3.11's loop did.
     pass_ = poll2 if use_poll and hasattr(select, "poll") else poll
+    # Timers (issue 14): live timers keep the loop going, as channels do.
+    alive = _impl.timers.alive
     if count is None:
-        while map:
+        while map or alive(map):
             pass_(timeout, map)
     else:
-        while map and count > 0:
+        while (map or alive(map)) and count > 0:
             pass_(timeout, map)
             count = count - 1
+
+
+# ---------------------------------------------------------------- timers
+#
+# The only additions to 3.11's API (issue 14).  Timers and hand-overs belong
+# to a map, resolved at call time; the active core keeps them out of the map.
+
+
+def call_later(seconds, callback, *args, map=None):
+    """Run callback(*args) once, ``seconds`` from now, in the map's loop."""
+    if map is None:
+        map = socket_map
+    return _impl.call_later(seconds, callback, args, map)
+
+
+def call_every(seconds, callback, *args, map=None):
+    """Run callback(*args) every ``seconds``, from ``seconds`` from now."""
+    if map is None:
+        map = socket_map
+    return _impl.call_every(seconds, callback, args, map)
+
+
+def call_soon_threadsafe(callback, *args, map=None):
+    """From any thread: run callback(*args) in the map's loop, soon, waking it."""
+    if map is None:
+        map = socket_map
+    _impl.call_soon_threadsafe(callback, args, map)
 
 
 def _hooks_intact():
@@ -591,6 +626,8 @@ def close_all(map=None, ignore_all=False):
             if not ignore_all:
                 raise
     map.clear()
+    # Timers (issue 14): the map's timers go with its channels.
+    _impl.close_timers(map)
 
 
 if os.name == "posix":
@@ -655,7 +692,7 @@ if os.name == "posix":
 
 def _install_core(core):
     """Bind the module-level names that belong to ``core`` (see _core.use)."""
-    global _impl, CORE, BACKEND, read, write, _exception, readwrite
+    global _impl, CORE, BACKEND, read, write, _exception, readwrite, Timer
     _impl = core
     CORE = core.NAME
     # What the passes wait with: epoll or kqueue (the compiled core, for a
@@ -665,6 +702,7 @@ def _install_core(core):
     write = core.write
     _exception = core._exception
     readwrite = core.readwrite
+    Timer = core.Timer
 
 
 def _watch_state():
@@ -700,5 +738,5 @@ def _watch_state():
 
 
 _watch_state()
-_impl = CORE = BACKEND = read = write = _exception = readwrite = None
+_impl = CORE = BACKEND = read = write = _exception = readwrite = Timer = None
 _install_core(_core.init())

@@ -18,6 +18,7 @@ import socket as socket
 import sys as sys
 import time as time
 import warnings as warnings
+from collections.abc import Callable
 from errno import (
     EAGAIN as EAGAIN,
     EALREADY as EALREADY,
@@ -34,7 +35,7 @@ from errno import (
     errorcode as errorcode,
 )
 from socket import socket as _Socket
-from typing import Any, Final, Protocol, TypeAlias, type_check_only
+from typing import Any, Final, Protocol, TypeAlias, final, type_check_only
 
 from _typeshed import FileDescriptorLike, ReadableBuffer
 
@@ -87,6 +88,38 @@ def loop(
     use_poll: bool = False,
     map: _SocketMap | None = None,
     count: int | None = None,
+) -> None: ...
+
+# Timers and thread hand-overs (issue 14): the only additions to 3.11's API.
+@final
+class Timer:
+    """A callback due at ``deadline``; made by call_later() and call_every() only."""
+
+    # Refuses to run: Timer objects come from call_later()/call_every().
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
+    @property
+    def deadline(self) -> float: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def cancel(self) -> None: ...
+    def reset(self) -> None: ...
+
+def call_later[*Ts](
+    seconds: float,
+    callback: Callable[[*Ts], object],
+    *args: *Ts,
+    map: _SocketMap | None = None,
+) -> Timer: ...
+def call_every[*Ts](
+    seconds: float,
+    callback: Callable[[*Ts], object],
+    *args: *Ts,
+    map: _SocketMap | None = None,
+) -> Timer: ...
+def call_soon_threadsafe[*Ts](
+    callback: Callable[[*Ts], object],
+    *args: *Ts,
+    map: _SocketMap | None = None,
 ) -> None: ...
 
 class dispatcher:

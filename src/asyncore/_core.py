@@ -26,6 +26,14 @@ EXPORTS = (
     "poll2",
     "loop",
     "chat_consume",
+    # Timers and hand-overs (issue 14): the functions take the map resolved
+    # and the arguments as a tuple; ``timers`` is the module the passes use.
+    "Timer",
+    "call_later",
+    "call_every",
+    "call_soon_threadsafe",
+    "close_timers",
+    "timers",
 )
 
 CORE_NAMES = ("compiled", "pure")

@@ -19,6 +19,7 @@ import os
 import select
 import time
 
+from . import _timers_py as timers
 from ._common import (
     DISCONNECTED,
     POLLCLOSE,
@@ -30,6 +31,13 @@ from ._common import (
     POLLPRI,
     PYTIME_TOO_LARGE,
     RERAISED,
+)
+from ._timers_py import (  # noqa: F401  (exported: see _core.EXPORTS)
+    Timer,
+    call_every,
+    call_later,
+    call_soon_threadsafe,
+    close_timers,
 )
 
 NAME = "pure"
@@ -221,14 +229,20 @@ def _closed_during_wait(ready, fds, map):
 # ----------------------------------------------------------------- passes
 
 
-def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception, sleep=None):
+def poll(
+    timeout, map, wait=None, read=read, write=write, _exception=_exception, sleep=None,
+    timers=timers,
+):
     """One select-style pass.
 
     The keyword hooks are for asyncore's own fallback: when a program has
     replaced asyncore.read (or select.select, as gevent does), the pass runs
-    through the replacements, as 3.11's did.
+    through the replacements, as 3.11's did; ``timers`` is then the active
+    core's timer module.
     """
-    if not map:
+    # Timers (issue 14): the map's queue, None unless timers or hand-overs exist.
+    tq = timers.queue(map) if timers._active else None
+    if not map and tq is None:
         return
     r = []
     w = []
@@ -244,12 +258,25 @@ def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception,
         if is_r or is_w:
             e.append(fd)
     if not (r or w or e):
-        (sleep or time.sleep)(timeout)
+        if tq is None:
+            (sleep or time.sleep)(timeout)
+            return
+        # Timers: the sleep ends at the next deadline or a hand-over.
+        tq.sleep(timeout, sleep)
+        _run_timers(map, timers)
         return
+    if tq is not None:
+        # Timers: wait no longer than the next deadline; wake on a hand-over.
+        timeout = tq.clamp(timeout)
+        if tq.wake_key is not None:
+            r.append(tq.wake_key)
     if wait is None:
         r, w, e = _wait_select(r, w, e, timeout, map)
     else:
         r, w, e = wait(r, w, e, timeout)
+    if tq is not None and r and r[-1] is tq.wake_key:
+        r.pop()
+        tq.drain()
     # The map is consulted again: a handler earlier in this pass may have
     # closed or replaced a channel.
     for fd in r:
@@ -264,13 +291,24 @@ def poll(timeout, map, wait=None, read=read, write=write, _exception=_exception,
         obj = map.get(fd)
         if obj is not None:
             _exception(obj)
+    if timers._active:
+        _run_timers(map, timers)
 
 
-def poll2(timeout, map, pollster=None, readwrite=readwrite, sleep=None):
+def _run_timers(map, timers):
+    """Timers: run the map's due timers and hand-overs, after the pass's I/O."""
+    tq = timers.queue(map)
+    if tq is not None:
+        tq.run()
+
+
+def poll2(timeout, map, pollster=None, readwrite=readwrite, sleep=None, timers=timers):
     """One poll-style pass; the hooks are as for poll()."""
     ms = None if timeout is None else int(timeout * 1000)
     pollster = (pollster or select.poll)()
-    if not map:
+    # Timers (issue 14): as in poll().
+    tq = timers.queue(map) if timers._active else None
+    if not map and tq is None:
         return
     registered = False
     for fd, obj in list(map.items()):
@@ -282,23 +320,38 @@ def poll2(timeout, map, pollster=None, readwrite=readwrite, sleep=None):
         if flags:
             pollster.register(fd, flags)
             registered = True
+    if tq is not None:
+        # Timers: wait no longer than the next deadline; wake on a hand-over.
+        ms = tq.clamp_poll(ms)
+        if tq.wake >= 0:
+            pollster.register(tq.wake, POLLIN)
+            registered = True
     if not registered and (ms is None or ms < 0):
         # Nothing can ever end this wait: 3.11 hung here for good.  Fail
         # the way the select-style pass does with nothing to wait for.
         (sleep or time.sleep)(timeout)
     for fd, flags in pollster.poll(ms):
+        if tq is not None and fd == tq.wake:
+            tq.drain()
+            continue
         obj = map.get(fd)
         if obj is not None:
             readwrite(obj, flags)
+    if timers._active:
+        _run_timers(map, timers)
 
 
 def loop(timeout, use_poll, map, count):
     pass_ = poll2 if use_poll and HAS_POLL else poll
+    # Timers: a map's live timers keep the loop going as its channels do;
+    # without any, the test is 3.11's ``while map``.
+    active = timers._active
+    alive = timers.alive
     if count is None:
-        while map:
+        while map or (active and alive(map)):
             pass_(timeout, map)
     else:
-        while map and count > 0:
+        while (map or (active and alive(map))) and count > 0:
             pass_(timeout, map)
             count = count - 1
 

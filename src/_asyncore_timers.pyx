@@ -1,0 +1,501 @@
+# cython: language_level=3
+"""The compiled core's timers and thread hand-overs (issue 14).
+
+The twin of ``asyncore._timers_py``, which is the readable specification:
+the same queues per map, the same rules, the same log lines.  What differs is
+the heap: a binary heap of C structs (deadline, serial, timer), each Timer
+knowing its slot, so cancel() and reset() move one entry in O(log n) and a
+pass looks only at the top, whatever the number of timers pending.
+"""
+
+cimport cython
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from libc.errno cimport EINTR, errno
+from libc.math cimport ceil
+
+from includes.system cimport CYA_POLLIN, cya_monotonic, cya_poll, cya_pollfd
+
+import os
+import threading
+import weakref
+
+from asyncore import _timers_py as _spec
+from asyncore._common import RERAISED
+
+cdef extern from "wake.h" nogil:
+    int cya_wake_open(int *r, int *w)
+    void cya_wake_signal(int w)
+    void cya_wake_drain(int r)
+
+
+ctypedef struct _Slot:
+    double when
+    unsigned long long seq
+    PyObject *timer      # owned reference
+
+
+cdef int MAX_WAIT_MS = 2147483647
+
+# id(map) -> TimerQueue the passes must serve; see _timers_py.
+_active = {}
+_idle = weakref.WeakValueDictionary()
+_lock = threading.Lock()
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class Timer:
+    """A callback due at ``deadline`` (time.monotonic() seconds), made by call_later/call_every."""
+
+    cdef TimerQueue queue
+    cdef object callback
+    cdef tuple args
+    cdef double delay
+    cdef double when
+    cdef unsigned long long seq
+    cdef Py_ssize_t pos      # slot in the queue's heap, -1 when not scheduled
+    cdef bint periodic
+    cdef bint is_cancelled
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Timer objects are made by asyncore.call_later() and call_every()")
+
+    @property
+    def deadline(self):
+        return self.when
+
+    @property
+    def cancelled(self):
+        return self.is_cancelled
+
+    def cancel(self):
+        if self.is_cancelled:
+            return
+        self.is_cancelled = True
+        if self.pos >= 0:
+            self.queue.remove(self)
+
+    def reset(self):
+        if self.is_cancelled:
+            return
+        self.queue.push(self, cya_monotonic() + self.delay)
+
+    def __repr__(self):
+        state = "cancelled" if self.is_cancelled else f"deadline={self.when:.6f}"
+        kind = "every" if self.periodic else "later"
+        return f"<asyncore.Timer {kind} {self.delay!r}s {state} callback={self.callback!r}>"
+
+
+cdef inline bint _before(_Slot *a, _Slot *b) noexcept:
+    return a.when < b.when or (a.when == b.when and a.seq < b.seq)
+
+
+cdef Timer _make_timer(TimerQueue queue, double delay, bint periodic, object callback,
+                       tuple args):
+    cdef Timer t = Timer.__new__(Timer)
+    t.queue = queue
+    t.callback = callback
+    t.args = args
+    t.delay = delay
+    t.periodic = periodic
+    t.pos = -1
+    return t
+
+
+@cython.final
+cdef class _WakeKey:
+    """The wake-up descriptor as a select() key (see _timers_py)."""
+
+    cdef readonly int fd
+
+    def fileno(self):
+        return self.fd
+
+
+@cython.final
+cdef class TimerQueue:
+    cdef object map
+    cdef _Slot *heap
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef unsigned long long next_seq
+    cdef object pending
+    cdef readonly int wake
+    cdef int wake_w
+    cdef readonly object wake_key
+    cdef object __weakref__
+
+    def __cinit__(self, map):
+        import collections
+
+        self.map = map
+        self.pending = collections.deque()
+        self.wake = -1
+        self.wake_w = -1
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            Py_DECREF(<object>self.heap[i].timer)
+        self.n = 0
+        PyMem_Free(self.heap)
+
+    # -- membership of _active
+
+    cdef int activate(self) except -1:
+        key = id(self.map)
+        if _active.get(key) is not self:
+            with _lock:
+                _active[key] = self
+                _idle.pop(key, None)
+        return 0
+
+    cdef int settle(self) except -1:
+        if self.n or self.pending or self.wake >= 0:
+            return 0
+        with _lock:
+            if self.n or self.pending or self.wake >= 0:
+                return 0
+            key = id(self.map)
+            if _active.get(key) is self:
+                del _active[key]
+                _idle[key] = self
+        return 0
+
+    # -- the heap
+
+    cdef inline void place(self, Py_ssize_t i, _Slot s) noexcept:
+        self.heap[i] = s
+        (<Timer>s.timer).pos = i
+
+    cdef void sift_up(self, Py_ssize_t i) noexcept:
+        cdef _Slot s = self.heap[i]
+        cdef Py_ssize_t parent
+        while i > 0:
+            parent = (i - 1) >> 1
+            if not _before(&s, &self.heap[parent]):
+                break
+            self.place(i, self.heap[parent])
+            i = parent
+        self.place(i, s)
+
+    cdef void sift_down(self, Py_ssize_t i) noexcept:
+        cdef _Slot s = self.heap[i]
+        cdef Py_ssize_t child
+        while True:
+            child = 2 * i + 1
+            if child >= self.n:
+                break
+            if child + 1 < self.n and _before(&self.heap[child + 1], &self.heap[child]):
+                child += 1
+            if not _before(&self.heap[child], &s):
+                break
+            self.place(i, self.heap[child])
+            i = child
+        self.place(i, s)
+
+    cdef void resift(self, Py_ssize_t i) noexcept:
+        """Restore the heap around slot i, whose key changed."""
+        if i > 0 and _before(&self.heap[i], &self.heap[(i - 1) >> 1]):
+            self.sift_up(i)
+        else:
+            self.sift_down(i)
+
+    cdef int push(self, Timer t, double when) except -1:
+        """(Re)schedule t at when, after everything scheduled before it."""
+        cdef void *grown
+        cdef Py_ssize_t i
+        t.when = when
+        t.seq = self.next_seq
+        self.next_seq += 1
+        if t.pos >= 0:
+            i = t.pos
+            self.heap[i].when = when
+            self.heap[i].seq = t.seq
+            self.resift(i)
+            return 0
+        if self.n == self.cap:
+            grown = PyMem_Realloc(self.heap, max(16, 2 * self.cap) * sizeof(_Slot))
+            if grown == NULL:
+                raise MemoryError()
+            self.heap = <_Slot *>grown
+            self.cap = max(16, 2 * self.cap)
+        Py_INCREF(t)
+        self.heap[self.n].when = when
+        self.heap[self.n].seq = t.seq
+        self.heap[self.n].timer = <PyObject *>t
+        t.pos = self.n
+        self.n += 1
+        self.sift_up(self.n - 1)
+        self.activate()
+        return 0
+
+    cdef int take_out(self, Timer t) except -1:
+        """Remove t from the heap; the caller keeps its own reference to t."""
+        cdef Py_ssize_t i = t.pos
+        t.pos = -1
+        self.n -= 1
+        if i != self.n:
+            self.place(i, self.heap[self.n])
+            self.resift(i)
+        Py_DECREF(t)
+        return 0
+
+    cdef int remove(self, Timer t) except -1:
+        self.take_out(t)
+        self.settle()
+        return 0
+
+    # -- what the passes ask (the same methods as _timers_py._Queue)
+
+    cpdef int clamp_ms(self, int ms) except -2:
+        cdef double left
+        cdef int left_ms
+        if self.pending:
+            return 0
+        if self.n == 0:
+            return ms
+        left = self.heap[0].when - cya_monotonic()
+        if left <= 0:
+            return 0
+        if left >= MAX_WAIT_MS / 1000.0:
+            left_ms = MAX_WAIT_MS
+        else:
+            left_ms = <int>ceil(left * 1000.0)
+        return left_ms if ms < 0 or left_ms < ms else ms
+
+    def clamp(self, timeout):
+        ms = _spec.seconds_ms(timeout)
+        if ms is None:
+            return timeout
+        got = self.clamp_ms(ms)
+        if got == ms:
+            return timeout
+        return got / 1000
+
+    def clamp_poll(self, ms):
+        if ms is None:
+            got = self.clamp_ms(-1)
+            return None if got < 0 else got
+        if type(ms) is not int or not -(2**31) <= ms <= MAX_WAIT_MS:
+            return ms
+        wanted = ms if ms >= 0 else -1
+        got = self.clamp_ms(wanted)
+        return ms if got == wanted else got
+
+    def sleep(self, timeout, sleep=None):
+        import time
+
+        ms = None if timeout is None else _spec.seconds_ms(timeout)
+        if sleep is not None:
+            sleep(timeout if ms is None else self.clamp(timeout))
+        elif ms is None:
+            time.sleep(timeout)
+        else:
+            self.wait_ms(ms)
+
+    def wait_ms(self, int ms):
+        cdef cya_pollfd pfd
+        cdef int got
+        cdef int err
+        cdef double deadline = 0.0
+        import time
+
+        ms = self.clamp_ms(ms)
+        if self.wake < 0 and ms < 0:
+            time.sleep(None)
+        pfd.fd = self.wake
+        pfd.events = CYA_POLLIN
+        pfd.revents = 0
+        if ms > 0:
+            deadline = cya_monotonic() + ms / 1000.0
+        while True:
+            with nogil:
+                got = cya_poll(&pfd, 1, ms)
+                err = errno
+            if got >= 0:
+                break
+            if err != EINTR:
+                raise OSError(err, os.strerror(err))
+            _check_signals()
+            if ms > 0:
+                ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+        if got > 0:
+            self.drain()
+
+    # -- the wake-up descriptor
+
+    cdef int open_wake(self) except -1:
+        cdef int r, w
+        if cya_wake_open(&r, &w) < 0:
+            raise OSError(errno, os.strerror(errno))
+        self.wake = r
+        self.wake_w = w
+        key = _WakeKey.__new__(_WakeKey)
+        (<_WakeKey>key).fd = r
+        self.wake_key = key
+        return 0
+
+    cdef int close_wake(self) except -1:
+        cdef int r = self.wake
+        cdef int w = self.wake_w
+        if r < 0:
+            return 0
+        self.wake = self.wake_w = -1
+        self.wake_key = None
+        os.close(r)
+        if w != r:
+            os.close(w)
+        return 0
+
+    def drain(self):
+        if self.wake >= 0:
+            cya_wake_drain(self.wake)
+
+    # -- after a pass's I/O
+
+    def run(self):
+        cdef double now = cya_monotonic()
+        cdef unsigned long long limit = self.next_seq
+        cdef Timer t
+        cdef double when
+        cdef Py_ssize_t _k
+        pending = self.pending
+        try:
+            for _k in range(len(pending)):
+                callback, args = pending.popleft()
+                _call(callback, args, None)
+            while self.n:
+                if self.heap[0].when > now or self.heap[0].seq >= limit:
+                    break
+                t = <Timer>self.heap[0].timer
+                when = self.heap[0].when
+                self.take_out(t)
+                if t.periodic:
+                    when += t.delay
+                    self.push(t, when if when > now else now + t.delay)
+                _call(t.callback, t.args, t)
+        finally:
+            self.settle()
+
+    cdef int close(self) except -1:
+        cdef Timer t
+        while self.n:
+            t = <Timer>self.heap[self.n - 1].timer
+            t.is_cancelled = True
+            self.take_out(t)
+        self.pending.clear()
+        with _lock:
+            self.close_wake()
+        self.settle()
+        return 0
+
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+
+
+cdef int _check_signals() except -1:
+    PyErr_CheckSignals()
+    return 0
+
+
+cdef int _call(object callback, tuple args, Timer timer) except -1:
+    try:
+        callback(*args)
+    except RERAISED:
+        raise
+    except:  # noqa: E722  reported, as handle_error() reports a channel's
+        _spec.report(callback)
+        if timer is not None and timer.periodic:
+            timer.cancel()
+    return 0
+
+
+cdef TimerQueue _queue_for(object map):
+    key = id(map)
+    q = _active.get(key)
+    if q is None:
+        q = _idle.get(key)
+        if q is None:
+            with _lock:
+                q = _active.get(key) or _idle.get(key)
+                if q is None:
+                    q = TimerQueue(map)
+                    _idle[key] = q
+    return <TimerQueue>q
+
+
+# ---------------------------------------------------------- what cores export
+
+
+def queue(map):
+    """The queue the passes must serve for map, or None (the common case)."""
+    if not _active:
+        return None
+    return _active.get(id(map))
+
+
+def alive(map):
+    """Whether the map's timers or hand-overs keep loop() going."""
+    if not _active:
+        return False
+    q = _active.get(id(map))
+    return q is not None and bool((<TimerQueue>q).n or (<TimerQueue>q).pending)
+
+
+def call_later(seconds, callback, tuple args, map):
+    cdef double delay = _spec.delay_of(seconds)
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+    q = _queue_for(map)
+    t = _make_timer(q, delay, False, callback, args)
+    q.push(t, cya_monotonic() + delay)
+    return t
+
+
+def call_every(seconds, callback, tuple args, map):
+    cdef double delay = _spec.delay_of(seconds)
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+    q = _queue_for(map)
+    t = _make_timer(q, delay, True, callback, args)
+    q.push(t, cya_monotonic() + delay)
+    return t
+
+
+def call_soon_threadsafe(callback, tuple args, map):
+    cdef TimerQueue q
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+    q = _queue_for(map)
+    with _lock:
+        if q.wake < 0:
+            q.open_wake()
+        # The callback first, then the wake-up (see _timers_py).
+        q.pending.append((callback, args))
+        _active[id(map)] = q
+        _idle.pop(id(map), None)
+        cya_wake_signal(q.wake_w)
+
+
+def close_timers(map):
+    key = id(map)
+    q = _active.get(key) or _idle.get(key)
+    if q is not None:
+        (<TimerQueue>q).close()
+
+
+def _after_fork():
+    global _lock
+    _lock = threading.Lock()
+    for q in list(_active.values()):
+        if (<TimerQueue>q).wake >= 0:
+            (<TimerQueue>q).close_wake()
+            (<TimerQueue>q).open_wake()
+            if (<TimerQueue>q).pending:
+                cya_wake_signal((<TimerQueue>q).wake_w)
+
+
+os.register_at_fork(after_in_child=_after_fork)
