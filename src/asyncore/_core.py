@@ -44,14 +44,27 @@ def load(name):
     return module
 
 
+# Why default() chose the pure core, or None when it chose the compiled one;
+# ``python -m asyncore`` reports it.
+pure_reason = None
+
+
 def default():
     """The core used at import: compiled where possible, unless told otherwise."""
+    global pure_reason
     if os.environ.get("ASYNCORE_NO_EXTENSIONS"):
+        pure_reason = "ASYNCORE_NO_EXTENSIONS is set"
         return load("pure")
     try:
-        return load("compiled")
-    except ImportError:
+        module = load("compiled")
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == _MODULES["compiled"]:
+            pure_reason = "the compiled extension is not installed (a pure wheel or build)"
+        else:
+            pure_reason = f"the compiled extension failed to import: {type(exc).__name__}: {exc}"
         return load("pure")
+    pure_reason = None
+    return module
 
 
 def hooks():
