@@ -4,8 +4,9 @@ The sdist must be able to build from scratch and run the tests: the Cython
 sources and headers, the stubs, tests and examples, but no generated C and no
 build products.  A wheel carries the two packages with py.typed and their
 stubs under _cyasyncore/ (never as top-level asyncore/ or asynchat/, the
-paths other distributions own too) and cyasyncore.pth; a binary wheel adds the compiled core and its stub, a pure wheel has
-neither; no wheel carries sources of the build (.pyx, .pxd, headers, .c).
+paths other distributions own too) and cyasyncore.pth; a binary wheel adds
+the compiled core and its stub, a pure wheel has neither; no wheel carries
+sources of the build (.pyx, .pxd, headers, .c).
 """
 
 import fnmatch

@@ -11,6 +11,11 @@ import sys
 
 _REPORT = pathlib.Path(__file__).resolve().parent.parent / "asyncore" / "__main__.py"
 
-if __name__ == "__main__":
+
+def main():
     report = runpy.run_path(str(_REPORT), run_name="asyncore._report")
-    sys.exit(report["main"](prog="python -m asynchat"))
+    return report["main"](prog="python -m asynchat")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -89,6 +89,13 @@ def _why_first(entry):
         pathlib.Path(sys.argv[0]).resolve().parent
     ):
         return "it is in the script's folder (sys.path[0])", "move it out of the script's folder"
+    import site
+
+    if entry == getattr(site, "USER_SITE", None):
+        return (
+            f"{entry} is the user site (pip install --user), which comes before {OUR_FOLDER}",
+            "pip install --user cyasyncore",
+        )
     return f"sys.path lists {entry} before {OUR_FOLDER}", REPAIR
 
 
@@ -99,15 +106,15 @@ def _explain(name, module, owners, lines):
     where = loaded if loaded is not None else "a namespace package with no __init__.py"
     owner = _owner(owners, loaded) if loaded is not None else "no installed distribution"
     lines.append(f"{name + ':':9} {where} ({owner})")
-    others = [(entry, path) for entry, path in _candidates(name) if path != loaded]
-    for entry, path in others:
+    others = [path for _, path in _candidates(name) if path != loaded]
+    for path in others:
         if path == _ours(name):
             continue
         lines.append(f"{'':9} also present, not imported: {path} ({_owner(owners, path)})")
-    if ours and any(path != _ours(name) for _, path in others):
+    if ours and any(path != _ours(name) for path in others):
         lines.append(
             f"{'':9} cyasyncore's comes first: cyasyncore.pth puts {OUR_FOLDER} "
-            "ahead of site-packages"
+            "ahead of its site-packages"
         )
     return ours
 
