@@ -271,7 +271,11 @@ wheel-ids: $(LINT_VENV)/.ready ## the builds cibuildwheel would make, per platfo
 	  $(LINT_VENV)/bin/cibuildwheel --print-build-identifiers --platform $$platform; \
 	done
 
-# What happens when pyasyncore/standard-asyncore share a venv with us (README).
-coexistence: ## what happens when pyasyncore/standard-asyncore share a venv with us
+# Proof that ours is the asyncore/asynchat that imports beside pyasyncore,
+# standard-asyncore and the packages that pull them in (pyftpdlib,
+# standard-smtpd), in every install order and after uninstalling either side,
+# and pyftpdlib's own suite on both cores against pyasyncore (README; about
+# 3 minutes, fresh venvs, packages from PyPI).
+coexistence: ## proof that ours is the asyncore that imports beside pyasyncore/standard-asyncore (PyPI)
 	@[ -n "$(PKG_PYTHON)" ] || { tools/find_pythons.sh; exit 1; }
 	tools/coexistence.sh $(PKG_PYTHON)

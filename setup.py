@@ -81,21 +81,54 @@ def extensions():
     )
 
 
-class build_py_with_core_stub(build_py):
-    """Ship the compiled core's stub beside the extension.
+PTH = os.path.join("src", "cyasyncore.pth")
+# The folder cyasyncore.pth puts first: _cyasyncore/ beside it once installed.
+PTH_FOLDER = 'os.path.join(sitedir, "_cyasyncore")'
 
-    setuptools copies .pyi files only from inside packages, and the core is a
-    top-level module.  A pure build leaves the stub out: a stub for a module
-    that is not installed would make type checkers believe it importable.
+
+class build_py_with_core_stub(build_py):
+    """Ship cyasyncore.pth, and the compiled core's stub beside the extension.
+
+    Both belong at the top of site-packages, outside any package, where
+    setuptools copies nothing by itself.  cyasyncore.pth puts _cyasyncore/
+    (where asyncore and asynchat are installed, see pyproject.toml) on
+    sys.path ahead of site-packages.  A pure build leaves the stub out: a
+    stub for a module that is not installed would make type checkers believe
+    it importable.
     """
 
     def run(self):
         super().run()
+        if getattr(self, "editable_mode", False):
+            self._write_editable_pth()
+        else:
+            self.copy_file(PTH, os.path.join(self.build_lib, "cyasyncore.pth"))
         if not NO_EXTENSIONS:
             self.copy_file(
                 os.path.join("src", "_asyncore_core.pyi"),
                 os.path.join(self.build_lib, "_asyncore_core.pyi"),
             )
+
+    def _write_editable_pth(self):
+        """An editable install: the same .pth, pointing at this checkout's src/.
+
+        setuptools' editable finder maps only _cyasyncore.asyncore, and
+        appends itself after site-packages, so `import asyncore` would find
+        nothing or another distribution's files.  The folder that holds
+        src/asyncore and src/asynchat goes first instead.  setuptools
+        builds an editable wheel from what lands in install_lib (its
+        unpacked wheel); the build_lib of an editable build is discarded.
+        """
+        with open(PTH, encoding="utf-8") as f:
+            text = f.read()
+        if PTH_FOLDER not in text:
+            raise RuntimeError(f"{PTH} no longer names {PTH_FOLDER}")
+        here = os.path.abspath("src")
+        text = text.replace(PTH_FOLDER, repr(here))
+        target = self.get_finalized_command("install").install_lib
+        os.makedirs(target, exist_ok=True)
+        with open(os.path.join(target, "cyasyncore.pth"), "w", encoding="utf-8") as f:
+            f.write(f"# Editable install: {here}\n{text}")
 
 
 setup(ext_modules=extensions(), cmdclass={"build_py": build_py_with_core_stub})

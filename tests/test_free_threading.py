@@ -162,6 +162,6 @@ def test_a_missing_extension_is_named_as_the_reason():
     got = _child(hide)
     assert got["core"] == "pure"
     assert got["why"] == (
-        "the compiled core cannot be imported (No module named '_asyncore_core')"
+        "the compiled extension is not installed (a pure wheel or build)"
     )
     assert got["plain_classes"] is True

@@ -269,11 +269,13 @@ def test_stub_signatures_match_the_runtime(module):
 # --------------------------------------------------------------------------
 
 
-def _run_main(env_extra, cwd):
+def _run_main(env_extra, cwd, module="asyncore", args=()):
     env = dict(os.environ, **env_extra)
-    env.pop("PYTHONPATH", None)
+    if "PYTHONPATH" not in env_extra:
+        env.pop("PYTHONPATH", None)
+    env.pop("ASYNCORE_NO_PRECEDENCE", None)
     return subprocess.run(
-        [sys.executable, "-P", "-m", "asyncore"],
+        [sys.executable, "-P", "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -283,16 +285,38 @@ def _run_main(env_extra, cwd):
     )
 
 
+def _field(result, name):
+    """The value of the report line ``name:`` of a ``python -m asyncore`` run."""
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    raise AssertionError(f"no {name!r} line in:\n{result.stdout}")
+
+
 @pytest.mark.cyasyncore_only
-def test_main_reports_version_core_and_file(tmp_path):
-    result = _run_main({}, tmp_path)
+@pytest.mark.parametrize("module", ["asyncore", "asynchat"])
+def test_main_reports_version_core_and_file(tmp_path, module):
+    result = _run_main({}, tmp_path, module)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("cyasyncore ")
+    assert first.split()[1][0].isdigit()
+    assert _field(result, "core") == _default_core()
+    assert _field(result, "backend")
+    package = pathlib.Path(asyncore.__file__).resolve().parent
+    assert _field(result, "asyncore").startswith(f"{package} (cyasyncore ")
+    package = pathlib.Path(asynchat.__file__).resolve().parent
+    assert _field(result, "asynchat").startswith(f"{package} (cyasyncore ")
+
+
+@pytest.mark.cyasyncore_only
+@pytest.mark.parametrize("module", ["asyncore", "asynchat"])
+def test_main_help(tmp_path, module):
+    result = _run_main({}, tmp_path, module, ["--help"])
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("cyasyncore ")
-    assert lines[0].split()[1][0].isdigit()
-    assert lines[1].split() == ["core:", _default_core()]
-    assert lines[2].startswith("backend:")
-    assert lines[3].split(None, 1) == ["file:", asyncore.__file__]
+    assert result.stdout.startswith(f"usage: python -m {module} ")
+    assert "ASYNCORE_NO_PRECEDENCE" in result.stdout
 
 
 def _default_core():
@@ -312,7 +336,53 @@ def _default_core():
 def test_main_reports_the_pure_core_when_extensions_are_off(tmp_path):
     result = _run_main({"ASYNCORE_NO_EXTENSIONS": "1"}, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "core:    pure" in result.stdout.splitlines()
+    assert _field(result, "core") == "pure"
+    assert _field(result, "pure") == "because ASYNCORE_NO_EXTENSIONS is set"
+
+
+def _fake_extension(tmp_path, body):
+    """A folder whose _asyncore_core.py stands in for a broken extension."""
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    (folder / "_asyncore_core.py").write_text(body, encoding="utf-8")
+    return str(folder)
+
+
+@pytest.mark.cyasyncore_only
+def test_main_reports_why_the_extension_did_not_load(tmp_path):
+    fake = _fake_extension(tmp_path, "raise ImportError('undefined symbol: frobnicate')\n")
+    result = _run_main({"PYTHONPATH": fake}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _field(result, "core") == "pure"
+    assert _field(result, "pure") == (
+        "because the compiled extension failed to import: ImportError: undefined symbol: frobnicate"
+    )
+
+
+@pytest.mark.cyasyncore_only
+def test_main_reports_a_missing_extension(tmp_path):
+    fake = _fake_extension(
+        tmp_path,
+        "raise ModuleNotFoundError(\"No module named '_asyncore_core'\", name='_asyncore_core')\n",
+    )
+    result = _run_main({"PYTHONPATH": fake}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _field(result, "pure").startswith("because the compiled extension is not installed")
+
+
+@pytest.mark.cyasyncore_only
+def test_main_says_why_another_asynchat_loaded_and_the_fix(tmp_path):
+    # A copy of asynchat ahead of ours on PYTHONPATH, as a stray checkout would be.
+    rival = tmp_path / "rival"
+    (rival / "asynchat").mkdir(parents=True)
+    (rival / "asynchat" / "__init__.py").write_text("", encoding="utf-8")
+    result = _run_main({"PYTHONPATH": str(rival)}, tmp_path)
+    assert result.returncode == 1, result.stdout
+    copy = rival.resolve() / "asynchat"
+    assert _field(result, "asynchat") == f"{copy} (no installed distribution)"
+    assert _field(result, "why") == f"{rival} is on PYTHONPATH"
+    assert _field(result, "fix") == f"remove {rival} from PYTHONPATH"
+    assert "not every module above is cyasyncore's" in result.stderr
 
 
 # --------------------------------------------------------------------------
@@ -321,21 +391,35 @@ def test_main_reports_the_pure_core_when_extensions_are_off(tmp_path):
 
 
 def _installed_dir():
-    """The folder asyncore was installed into, or skip when run from a checkout."""
+    """The site folder cyasyncore was installed into, or skip when run from a checkout.
+
+    The packages live in its _cyasyncore/ folder, never as site/asyncore.
+    """
     package = pathlib.Path(asyncore.__file__).resolve().parent
     if "site-packages" not in package.parts:
         if INSTALLED_RUN:
             pytest.fail(f"asyncore imported from {package}, not from an installed package")
         pytest.skip("asyncore is not imported from an installed package")
-    return package.parent
+    assert package.parent.name == "_cyasyncore", package
+    return package.parent.parent
 
 
 @pytest.mark.cyasyncore_only
 def test_installed_packages_are_typed():
     site = _installed_dir()
     for package in ("asyncore", "asynchat"):
-        assert (site / package / "py.typed").is_file()
-        assert (site / package / "__init__.pyi").is_file()
+        assert (site / "_cyasyncore" / package / "py.typed").is_file()
+        assert (site / "_cyasyncore" / package / "__init__.pyi").is_file()
+
+
+@pytest.mark.cyasyncore_only
+def test_installed_folder_comes_before_site_packages():
+    site = _installed_dir()
+    assert (site / "cyasyncore.pth").is_file()
+    entries = [pathlib.Path(p).resolve() for p in sys.path if p]
+    assert entries.index(site / "_cyasyncore") < entries.index(site)
+    assert importlib.util.find_spec("asyncore").origin == asyncore.__file__
+    assert importlib.util.find_spec("asynchat").origin == asynchat.__file__
 
 
 @pytest.mark.cyasyncore_only
@@ -357,11 +441,11 @@ def test_installed_run_does_not_see_the_checkout():
     if not INSTALLED_RUN:
         pytest.skip("only meaningful when the tests run from a copy (ASYNCORE_TEST_INSTALLED)")
     assert not (pathlib.Path(__file__).resolve().parent.parent / "src").exists()
-    site = _installed_dir()
+    ours = _installed_dir() / "_cyasyncore"
     shadows = [
         p
         for p in sys.path
-        if p and (pathlib.Path(p) / "asyncore").is_dir() and pathlib.Path(p).resolve() != site
+        if p and (pathlib.Path(p) / "asyncore").is_dir() and pathlib.Path(p).resolve() != ours
     ]
     assert not shadows, f"another asyncore on sys.path: {shadows}"
 

@@ -3,8 +3,10 @@
 The sdist must be able to build from scratch and run the tests: the Cython
 sources and headers, the stubs, tests and examples, but no generated C and no
 build products.  A wheel carries the two packages with py.typed and their
-stubs; a binary wheel adds the compiled core and its stub, a pure wheel has
-neither; no wheel carries sources of the build (.pyx, .pxd, headers, .c).
+stubs under _cyasyncore/ (never as top-level asyncore/ or asynchat/, the
+paths other distributions own too) and cyasyncore.pth; a binary wheel adds
+the compiled core and its stub, a pure wheel has neither; no wheel carries
+sources of the build (.pyx, .pxd, headers, .c).
 """
 
 import fnmatch
@@ -20,6 +22,7 @@ SDIST_REQUIRED = [
     "src/_asyncore_core.pyx",
     "src/_asyncore_core.pyi",
     "src/_asyncore_timers.pyx",
+    "src/cyasyncore.pth",
     "src/includes/*.h",
     "src/asyncore/__init__.py",
     "src/asyncore/__init__.pyi",
@@ -46,13 +49,15 @@ SDIST_FORBIDDEN = [
 ]
 
 WHEEL_REQUIRED = [
-    "asyncore/__init__.py",
-    "asyncore/__init__.pyi",
-    "asyncore/__main__.py",
-    "asyncore/py.typed",
-    "asynchat/__init__.py",
-    "asynchat/__init__.pyi",
-    "asynchat/py.typed",
+    "cyasyncore.pth",
+    "_cyasyncore/asyncore/__init__.py",
+    "_cyasyncore/asyncore/__init__.pyi",
+    "_cyasyncore/asyncore/__main__.py",
+    "_cyasyncore/asyncore/py.typed",
+    "_cyasyncore/asynchat/__init__.py",
+    "_cyasyncore/asynchat/__init__.pyi",
+    "_cyasyncore/asynchat/__main__.py",
+    "_cyasyncore/asynchat/py.typed",
     "*.dist-info/METADATA",
 ]
 BINARY_REQUIRED = [
@@ -70,6 +75,11 @@ WHEEL_FORBIDDEN = [
     "tests/*",
     "build/*",
     "*.pyc",
+    # pyasyncore, standard-asyncore and Debian install these paths: whoever
+    # is installed or removed last would own or delete them.
+    "asyncore/*",
+    "asynchat/*",
+    "_cyasyncore/__init__.py",
 ]
 PURE_FORBIDDEN = ["_asyncore_core*", "_asyncore_timers*"]
 

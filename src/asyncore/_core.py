@@ -95,14 +95,22 @@ def _choose():
     try:
         load("compiled")
     except ImportError as exc:
-        return "pure", f"the compiled core cannot be imported ({exc})"
+        if isinstance(exc, ModuleNotFoundError) and exc.name == _MODULES["compiled"]:
+            return "pure", "the compiled extension is not installed (a pure wheel or build)"
+        return "pure", f"the compiled extension failed to import: {type(exc).__name__}: {exc}"
     return "compiled", "the compiled extension is installed"
+
+
+# Why default() chose the pure core, or None when it chose the compiled one;
+# ``python -m asyncore`` reports it.
+pure_reason = None
 
 
 def default():
     """The core used at import: compiled where possible, unless told otherwise."""
-    global _reason
+    global _reason, pure_reason
     name, _reason = _choose()
+    pure_reason = _reason if name == "pure" else None
     return load(name)
 
 
