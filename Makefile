@@ -16,6 +16,7 @@ help:
 	@echo "make test         build, install and run the tests on every Python 3.12+ found, both cores"
 	@echo "make test-oracle  run the same tests against python3.11's own asyncore/asynchat"
 	@echo "make bench        the benchmark comparison (quick version)"
+	@echo "make profile      instructions per round trip (callgrind): compiled, pure, pyasyncore"
 	@echo "make lint         ruff and cython-lint"
 	@echo "make clean        remove build products and virtual environments"
 
@@ -65,6 +66,15 @@ bench:
 bench-full:
 	@export BENCH_T0=$$(date +%s.%N); bench/setup.sh; \
 	bench/.venv-cy/bin/python bench/run.py --full $(BENCH_ARGS)
+
+# User-space instructions per round trip in the server (callgrind) for the
+# compiled core, the pure core and pyasyncore: counts that a busy machine
+# does not disturb (about a minute on 2 cores).  Writes its section of
+# bench/RESULTS.md; PROFILE_ARGS="--only echo-100x64 --loop select" narrows it.
+.PHONY: profile
+PROFILE_ARGS ?=
+profile:
+	@bench/setup.sh; bench/.venv-cy/bin/python bench/profile.py $(PROFILE_ARGS)
 
 # ---- stress and sanitizer targets (owned by the fault suite) ----
 

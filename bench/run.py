@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     table = report.Table(records)
     print(report.terminal(table))
     md = report.markdown(table, meta, described, targets_text(table))
-    (out / "RESULTS.md").write_text(md)
+    (out / "RESULTS.md").write_text(report.keep_profile(out / "RESULTS.md", md))
     made = plots.all_plots(table, out)
     print(f"\nwrote {out / 'RESULTS.md'} and {', '.join(p.name for p in made)}")
     return 0
