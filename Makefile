@@ -25,6 +25,7 @@ help: ## this list
 	@echo "  PYTEST_ARGS     extra pytest arguments for test/test-oracle, e.g. PYTEST_ARGS='tests/test_loop.py -x'"
 	@echo "  ORACLE_PYTHON   the 3.11 interpreter of test-oracle (found: $(or $(ORACLE_PYTHON),none))"
 	@echo "  BENCH_ARGS      extra bench/run.py arguments, e.g. BENCH_ARGS='--only echo --impl compiled --impl c'"
+	@echo "  PROFILE_ARGS    extra bench/profile.py arguments, e.g. PROFILE_ARGS='--only echo-100x64 --loop select'"
 	@echo "  BENCH_PYTHON    interpreter of the bench venvs (default: the newest of PYTHONS)"
 	@echo "  STRESS_PYTHONS  interpreters for stress (default: $(STRESS_PYTHONS))"
 	@echo "  STRESS_CORES    cores for stress (default: $(STRESS_CORES)); STRESS_ARGS: extra pytest arguments"
@@ -104,6 +105,15 @@ bench-full: ## the same with more, longer runs and larger sizes (about 11 minute
 bench-record: ## a full run recorded into bench/RESULTS.md, bench/*.png and the README's table
 	@export BENCH_T0=$$(date +%s.%N); bench/setup.sh; \
 	bench/.venv-cy/bin/python bench/run.py --full --record $(BENCH_ARGS)
+
+# User-space instructions per round trip in the server (callgrind) for the
+# compiled core, the pure core and pyasyncore: counts that a busy machine
+# does not disturb (about a minute on 2 cores).  Writes its section of
+# bench/RESULTS.md; PROFILE_ARGS="--only echo-100x64 --loop select" narrows it.
+.PHONY: profile
+PROFILE_ARGS ?=
+profile: ## instructions per round trip (callgrind): compiled, pure and pyasyncore, with ratios
+	@bench/setup.sh; bench/.venv-cy/bin/python bench/profile.py $(PROFILE_ARGS)
 
 # ---- stress and sanitizer targets (owned by the fault suite) ----
 

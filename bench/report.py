@@ -437,3 +437,21 @@ def markdown(table: Table, meta: dict[str, str], settings: str, targets: str) ->
                       markdown_table(["implementation", "CPU ∝ size^k", "so"],
                                      slowsend_summary(table), labels=1)]
     return "\n".join(lines) + "\n"
+
+
+# `make profile` (bench/profile.py) keeps its table in RESULTS.md between
+# these markers; a bench run rewrites everything else and carries it over.
+PROFILE_BEGIN = "<!-- make profile: begin -->"
+PROFILE_END = "<!-- make profile: end -->"
+
+
+def keep_profile(path, md: str) -> str:
+    """``md`` followed by the profile section of the file at ``path``, if any."""
+    try:
+        old = path.read_text()
+    except FileNotFoundError:
+        return md
+    start, end = old.find(PROFILE_BEGIN), old.find(PROFILE_END)
+    if start == -1 or end == -1:
+        return md
+    return md.rstrip("\n") + "\n\n" + old[start : end + len(PROFILE_END)] + "\n"

@@ -335,7 +335,7 @@ def main(argv=None) -> int:
 
     table = report.Table(records)
     md = report.markdown(table, meta, described, targets_text(table))
-    (out / "RESULTS.md").write_text(md)
+    (out / "RESULTS.md").write_text(report.keep_profile(out / "RESULTS.md", md))
     made = plots.all_plots(table, out)
     written = [out / "RESULTS.md", *made]
     if args.record:

@@ -459,10 +459,12 @@ class dispatcher_with_send(dispatcher):
 
     # Pending output is _wbuf[_woff:].  _wown says _wbuf is a private
     # bytearray nobody else holds; _wkind is the type 3.11's out_buffer would
-    # have (bytes, or bytearray when a program assigned one).
-    _wbuf = b""
-    _woff = 0
-    _wown = False
+    # have (bytes, or bytearray when a program assigned one).  _wbuf, _woff
+    # and _wown have no class defaults: the out_buffer setter gives every
+    # instance its own, and a class attribute of the same name would cost
+    # every read of them 3.12's specialised instance-attribute access.  An
+    # instance that never ran __init__ then fails as in 3.11, which had no
+    # out_buffer on the class either (see _no_out_buffer).
     _wkind = bytes
 
     def __init__(self, sock=None, map=None):
@@ -473,7 +475,11 @@ class dispatcher_with_send(dispatcher):
     def out_buffer(self):
         # Whoever reads it may change it in place: the loop asks again.
         _touch(self)
-        if self._wown:
+        try:
+            own = self._wown
+        except AttributeError:
+            raise _no_out_buffer(self) from None
+        if own:
             # Hand out the pending bytes as the type 3.11 would have had, and
             # stop treating them as private: the caller may keep or grow them.
             if self._wkind is bytearray:
@@ -501,7 +507,10 @@ class dispatcher_with_send(dispatcher):
             sent = dispatcher.send(self, self.out_buffer[: self._SEND_MAX])
             self.out_buffer = self.out_buffer[sent:]
             return
-        start = self._woff
+        try:
+            start = self._woff
+        except AttributeError:
+            raise _no_out_buffer(self) from None
         if self._wown:
             chunk = bytes(memoryview(self._wbuf)[start : start + self._SEND_MAX])
         else:
@@ -543,13 +552,25 @@ class dispatcher_with_send(dispatcher):
     def writable(self):
         if type(self).out_buffer is not _OUT_BUFFER:
             return (not self.connected) or len(self.out_buffer)
-        return (not self.connected) or len(self._wbuf) - self._woff
+        if not self.connected:
+            return True
+        try:
+            return len(self._wbuf) - self._woff
+        except AttributeError:
+            raise _no_out_buffer(self) from None
 
     def send(self, data):
         if self.debug:
             self.log_info("sending %s" % repr(data))
+        try:
+            pending = self._wbuf
+        except AttributeError:
+            if type(self).out_buffer is _OUT_BUFFER:
+                raise _no_out_buffer(self) from None
+            # A subclass's plain out_buffer: its path below, as 3.11.
+            pending = None
         if (
-            self._wbuf is _EMPTY
+            pending is _EMPTY
             and type(data) is bytes
             and type(self).initiate_send is _DWS_INITIATE_SEND
             and type(self).out_buffer is _OUT_BUFFER
@@ -592,6 +613,15 @@ class dispatcher_with_send(dispatcher):
 
 
 _OUT_BUFFER = dispatcher_with_send.__dict__["out_buffer"]
+
+
+def _no_out_buffer(obj):
+    """3.11's error for a dispatcher_with_send whose __init__ never ran."""
+    return AttributeError(
+        "'%s' object has no attribute 'out_buffer'" % type(obj).__name__,
+        name="out_buffer",
+        obj=obj,
+    )
 _DWS_INITIATE_SEND = dispatcher_with_send.initiate_send
 
 

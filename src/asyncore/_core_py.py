@@ -161,6 +161,11 @@ def select_timeout_ms(timeout):
     return min(math.ceil(timeout * 1000), _MAX_WAIT_MS)
 
 
+# What select.select() says of a descriptor past FD_SETSIZE.  It checks every
+# key before it waits, so after this error nothing has been waited for yet.
+_PAST_FD_SETSIZE = "filedescriptor out of range in select()"
+
+
 def _wait_select(r, w, e, timeout, map=None):
     """select.select(r, w, e, timeout) without the FD_SETSIZE limit.
 
@@ -169,6 +174,20 @@ def _wait_select(r, w, e, timeout, map=None):
     """
     if not HAS_POLL:
         return select.select(r, w, e, timeout)
+    # select(2) itself while every descriptor fits in its tables: that is
+    # 3.11's own wait, every error and corner of it included, and it costs
+    # no Python call per key.  Only a descriptor past FD_SETSIZE takes the
+    # poll(2) emulation below (which asks fileno() of such keys again).
+    try:
+        return select.select(r, w, e, timeout)
+    except ValueError as err:
+        if str(err) != _PAST_FD_SETSIZE:
+            raise
+    return _wait_poll(r, w, e, timeout, map)
+
+
+def _wait_poll(r, w, e, timeout, map=None):
+    """select()'s meaning over poll(2), for descriptors past FD_SETSIZE."""
     ms = select_timeout_ms(timeout)
     # Keys are converted in select()'s order (read, write, exceptional), so
     # the first bad key raises what select() would have raised.
