@@ -328,6 +328,7 @@ cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
 cdef int select_timeout_ms(object timeout) except -2:
     """select()'s timeout, validated as select() does (see _core_py), in ms."""
     cdef double seconds
+    cdef bint index_ok
     if timeout is None:
         return -1
     if isinstance(timeout, float):
@@ -337,10 +338,15 @@ cdef int select_timeout_ms(object timeout) except -2:
         if not -MAX_SECONDS_FLOAT <= seconds < MAX_SECONDS_FLOAT:
             raise OverflowError("timestamp out of range for platform time_t")
     else:
+        # select() replaces the conversion's TypeError with its own, which
+        # so carries no __context__: raise ours once the first is cleared.
+        index_ok = True
         try:
             timeout = PyNumber_Index(timeout)
         except TypeError:
-            raise TypeError("timeout must be a float or None") from None
+            index_ok = False
+        if not index_ok:
+            raise TypeError("timeout must be a float or None")
         if not -MAX_SECONDS_INT <= timeout <= MAX_SECONDS_INT:
             raise OverflowError(PYTIME_TOO_LARGE)
         seconds = <double><long long>timeout

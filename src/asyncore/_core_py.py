@@ -149,10 +149,15 @@ def select_timeout_ms(timeout):
         if not -_MAX_SECONDS_FLOAT <= timeout < _MAX_SECONDS_FLOAT:
             raise OverflowError("timestamp out of range for platform time_t")
     else:
+        # select() replaces the conversion's TypeError with its own, which
+        # so carries no __context__: raise ours once the first is cleared.
+        index_ok = True
         try:
             timeout = operator.index(timeout)
         except TypeError:
-            raise TypeError("timeout must be a float or None") from None
+            index_ok = False
+        if not index_ok:
+            raise TypeError("timeout must be a float or None")
         if not -_MAX_SECONDS_INT <= timeout <= _MAX_SECONDS_INT:
             raise OverflowError(PYTIME_TOO_LARGE)
     if timeout < 0:
