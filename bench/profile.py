@@ -476,9 +476,9 @@ def table(results: list[Result], impls: list[Impl]) -> tuple[list[str], list[lis
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
-                       for i, (c, w) in enumerate(zip(line, widths)))
+                       for i, (c, w) in enumerate(zip(line, widths, strict=True)))
              for line in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
