@@ -35,9 +35,13 @@ from errno import (
     errorcode as errorcode,
 )
 from socket import socket as _Socket
-from typing import Any, Final, Protocol, TypeAlias, final, type_check_only
+from typing import Any, Final, Protocol, TypeAlias, TypeVarTuple, final, type_check_only
 
 from _typeshed import FileDescriptorLike, ReadableBuffer
+
+# Spelled without PEP 695's syntax, so that 3.11's parser reads the stub too
+# (the test-oracle run checks it against 3.11's own module).
+_Ts = TypeVarTuple("_Ts")
 
 _SocketMap: TypeAlias = dict[int, Any]
 _Address: TypeAlias = Any
@@ -104,21 +108,21 @@ class Timer:
     def cancel(self) -> None: ...
     def reset(self) -> None: ...
 
-def call_later[*Ts](
+def call_later(  # noqa: UP047  (3.11 must parse this stub)
     seconds: float,
-    callback: Callable[[*Ts], object],
-    *args: *Ts,
+    callback: Callable[[*_Ts], object],
+    *args: *_Ts,
     map: _SocketMap | None = None,
 ) -> Timer: ...
-def call_every[*Ts](
+def call_every(  # noqa: UP047  (3.11 must parse this stub)
     seconds: float,
-    callback: Callable[[*Ts], object],
-    *args: *Ts,
+    callback: Callable[[*_Ts], object],
+    *args: *_Ts,
     map: _SocketMap | None = None,
 ) -> Timer: ...
-def call_soon_threadsafe[*Ts](
-    callback: Callable[[*Ts], object],
-    *args: *Ts,
+def call_soon_threadsafe(  # noqa: UP047  (3.11 must parse this stub)
+    callback: Callable[[*_Ts], object],
+    *args: *_Ts,
     map: _SocketMap | None = None,
 ) -> None: ...
 
