@@ -35,6 +35,7 @@ STUB_ONLY = {
     "_Exceptional",
     "_Channel",
     "_Producer",
+    "_Ts",
 }
 # 3.11's private names that are API all the same: programs and subclasses use them.
 PRIVATE_API = {"_exception", "_collect_incoming_data", "_get_data"}
