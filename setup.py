@@ -5,6 +5,7 @@ package then runs on its pure-Python core.
 """
 
 import os
+import re
 
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
@@ -69,7 +70,7 @@ def extensions():
         define_macros=macros,
         extra_compile_args=compile_args,
     )
-    return cythonize(
+    built = cythonize(
         [ext, timers],
         language_level=3,
         compiler_directives={
@@ -79,6 +80,27 @@ def extensions():
             "embedsignature": True,
         },
     )
+    for extension in built:
+        for source in extension.sources:
+            if source.endswith(".c"):
+                bare_traceback_names(source)
+    return built
+
+
+# Cython names a function in the tracebacks it makes "module.Class.name";
+# Python's own frames carry just "name" (co_name).  asyncore's compiled
+# methods must appear under their own names, as 3.11's did (handle_error()'s
+# log line names them), so the generated C gets Python's convention.
+_TRACEBACK_CALL = re.compile(r'(__Pyx_AddTraceback\(")(?:[A-Za-z_][A-Za-z0-9_]*\.)+')
+
+
+def bare_traceback_names(path):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    fixed = _TRACEBACK_CALL.sub(r"\1", text)
+    if fixed != text:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(fixed)
 
 
 PTH = os.path.join("src", "cyasyncore.pth")

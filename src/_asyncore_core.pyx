@@ -2309,6 +2309,261 @@ cdef Py_ssize_t _prefix_at_end(object buf, Py_ssize_t pos, object needle) except
     return n
 
 
+# ------------------------------------------------- our own methods, in C
+#
+# Issue 11: the dispatcher methods every event runs through, compiled.
+# While this core is active asyncore puts them on its classes in place of
+# the Python originals (asyncore._install_methods), so attribute lookup
+# decides exactly as before: a subclass's or a mixin's override, or an
+# attribute set on the instance, wins, whenever it was added.  They call
+# the program's code (handle_read, handle_close...) the way the originals
+# did, and they are the same functions in the same order, so tracebacks
+# name them as 3.11's did (setup.py keeps the module's name out of the
+# traceback entries Cython makes).
+#
+# recv() and send() reach the descriptor directly when the socket is a
+# plain socket.socket in non-blocking mode (see includes/sockio.h).
+
+cdef extern from "errno.h":
+    const int EWOULDBLOCK
+
+cdef extern from "sockio.h":
+    object cya_sock_recv(object sock, object size)
+    object cya_sock_send(object sock, object data)
+    int cya_fast_fd(object sock)
+    Py_ssize_t cya_send_raw(int fd, object data, Py_ssize_t most, int *err)
+    void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset)
+    bint cya_sockio_enabled()
+    int cya_peek_int(object o, Py_ssize_t offset)
+    long long cya_peek_int64(object o, Py_ssize_t offset)
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+
+# Set by bind_methods() when asyncore is imported.
+cdef object _dispatcher_class = None    # asyncore.dispatcher
+cdef object _py_dws_initiate_send = None
+cdef object _c_dispatcher_send = None   # dispatcher.send below
+# The Python originals, which run instead while the pure core is active:
+# the classes keep these functions whichever core runs (assigning to a
+# class costs it one of the version tags CPython hands out, and switching
+# cores is done for every test of the suite).
+cdef bint _methods_on = False
+cdef object _py_handle_read_event = None
+cdef object _py_handle_write_event = None
+cdef object _py_recv = None
+cdef object _py_send = None
+cdef object _py_dws_send = None
+cdef object S_SEND = "send"
+cdef object S_INITIATE_SEND = "initiate_send"
+cdef object _EMPTY = b""
+
+
+cdef int _probe_sockets() except -1:
+    """Find where a socket object keeps its descriptor and timeout (see sockio.h).
+
+    The descriptor is the first field after the object header.  The
+    timeout is the only 64-bit field that reads back what settimeout() set,
+    in nanoseconds, for several values.  Anything unexpected leaves the
+    direct calls off, and every socket then goes through its methods.
+    """
+    cdef Py_ssize_t fd_at = sizeof(PyObject)
+    cdef Py_ssize_t at, found = -1
+    if os.name == "nt" or not hasattr(socket, "AF_INET"):
+        return 0
+    base = socket.socket.__mro__[1]     # _socket.socket: the C struct's size
+    try:
+        first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return 0
+    with first, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
+        if cya_peek_int(first, fd_at) != first.fileno() \
+                or cya_peek_int(second, fd_at) != second.fileno():
+            return 0
+        at = (fd_at + sizeof(int) + 7) & ~7
+        while at + 8 <= base.__basicsize__:
+            for value, expected in ((1.25, 1250000000), (0.0, 0), (3.5, 3500000000)):
+                first.settimeout(value)
+                if cya_peek_int64(first, at) != expected:
+                    break
+            else:
+                first.settimeout(None)
+                if cya_peek_int64(first, at) < 0:
+                    if found != -1:
+                        return 0    # two candidates: trust neither
+                    found = at
+            at += 8
+    if found != -1:
+        cya_sockio_enable(<PyTypeObject *>socket.socket, fd_at, found)
+    return 0
+
+
+def sockio_enabled():
+    """Whether recv() and send() of plain sockets go straight to the descriptor."""
+    return cya_sockio_enabled()
+
+
+class dispatcher:
+    """Compiled methods of asyncore.dispatcher (a namespace; see above)."""
+
+    def handle_read_event(self):
+        if not _methods_on:
+            return _py_handle_read_event(self)
+        if self.accepting:
+            self.handle_accept()
+        elif not self.connected:
+            if self.connecting:
+                self.handle_connect_event()
+            self.handle_read()
+        else:
+            self.handle_read()
+
+    def handle_write_event(self):
+        if not _methods_on:
+            return _py_handle_write_event(self)
+        if self.accepting:
+            return
+        if not self.connected and self.connecting:
+            self.handle_connect_event()
+        self.handle_write()
+
+    def recv(self, buffer_size):
+        if not _methods_on:
+            return _py_recv(self, buffer_size)
+        try:
+            data = cya_sock_recv(self.socket, buffer_size)
+        except OSError as why:
+            if why.errno in DISCONNECTED:
+                self.handle_close()
+                return b""
+            raise
+        if not data:
+            self.handle_close()
+            return b""
+        return data
+
+    def send(self, data):
+        if not _methods_on:
+            return _py_send(self, data)
+        try:
+            return cya_sock_send(self.socket, data)
+        except OSError as why:
+            if why.errno == EWOULDBLOCK:
+                return 0
+            if why.errno in DISCONNECTED:
+                self.handle_close()
+                return 0
+            raise
+
+
+cdef bint _dws_fast(object self, object data) except -1:
+    """Whether dispatcher_with_send.send(data) may take the compiled path.
+
+    It is the Python original's common case (nothing pending, bytes, our
+    own initiate_send, out_buffer and dispatcher.send), on a socket the
+    direct calls serve.
+    """
+    cdef PyTypeObject *tp = _type_of(<PyObject *>self)
+    if type(data) is not bytes:
+        return False
+    if _PyType_Lookup(tp, <PyObject *>S_INITIATE_SEND) != <PyObject *>_py_dws_initiate_send \
+            or _PyType_Lookup(tp, <PyObject *>S_OUT_BUFFER) != <PyObject *>_d_out_buffer \
+            or _PyType_Lookup(<PyTypeObject *>_dispatcher_class, <PyObject *>S_SEND) \
+            != <PyObject *>_c_dispatcher_send:
+        return False
+    return True
+
+
+class dispatcher_with_send:
+    """Compiled methods of asyncore.dispatcher_with_send."""
+
+    def send(self, data):
+        # The Python original (asyncore.dispatcher_with_send.send) is the
+        # specification; this is its common case, with the socket call made
+        # first: when the socket takes everything, nothing else changes.
+        cdef int fd
+        cdef int err = 0
+        cdef Py_ssize_t sent, n
+        if not _methods_on or self.debug or not _dws_fast(self, data):
+            return _py_dws_send(self, data)
+        try:
+            pending = self._wbuf
+        except AttributeError:
+            return _py_dws_send(self, data)
+        fd = cya_fast_fd(self.socket)
+        if pending is not _EMPTY or fd == -2:
+            return _py_dws_send(self, data)
+        n = len(data)
+        while True:
+            sent = cya_send_raw(fd, data, self._SEND_MAX, &err)
+            if sent >= 0 or err != EINTR:
+                break
+            # Signal handlers run while the data is pending, as in 3.11.
+            self._wbuf = data
+            try:
+                PyErr_CheckSignals()
+            except BaseException:
+                if self._wbuf is data:
+                    _touch(self)
+                raise
+        if sent == n:
+            if self._wbuf is data:
+                self._wbuf = _EMPTY
+            return None
+        self._wbuf = data
+        if sent < 0:
+            sent = 0
+            if err == EWOULDBLOCK:
+                pass
+            elif err in DISCONNECTED:
+                try:
+                    self.handle_close()
+                except BaseException:
+                    if self._wbuf is data:
+                        _touch(self)
+                    raise
+            else:
+                _touch(self)
+                raise OSError(err, os.strerror(err))
+        if self._wbuf is data:
+            if sent:
+                self._own(sent)
+            # Output is pending now: the loop must wait for writability.
+            _touch(self)
+        return None
+
+
+def bind_methods(dispatcher_class, out_buffer, dws_initiate_send, originals):
+    """Called by asyncore at import: what the compiled methods compare with.
+
+    ``originals`` maps (class name, method name) to the Python original.
+    Returns {(class name, method name): function} for asyncore to install.
+    """
+    global _dispatcher_class, _py_dws_initiate_send, _c_dispatcher_send, _d_out_buffer
+    global _py_handle_read_event, _py_handle_write_event, _py_recv, _py_send, _py_dws_send
+    _dispatcher_class = dispatcher_class
+    _d_out_buffer = out_buffer
+    _py_dws_initiate_send = dws_initiate_send
+    _c_dispatcher_send = dispatcher.__dict__["send"]
+    _py_handle_read_event = originals["dispatcher", "handle_read_event"]
+    _py_handle_write_event = originals["dispatcher", "handle_write_event"]
+    _py_recv = originals["dispatcher", "recv"]
+    _py_send = originals["dispatcher", "send"]
+    _py_dws_send = originals["dispatcher_with_send", "send"]
+    found = {}
+    for namespace in (dispatcher, dispatcher_with_send):
+        for name, value in namespace.__dict__.items():
+            if not name.startswith("__"):
+                found[namespace.__name__, name] = value
+    return found
+
+
+def use_methods(on):
+    """Run the compiled methods (True) or the Python originals (False)."""
+    global _methods_on
+    _methods_on = bool(on)
+
+
 # The shared names come last: importing asyncore's package runs its core
 # selection, which imports this module; by now every export above exists,
 # so that nested import finds a complete core.
@@ -2322,6 +2577,7 @@ RERAISED = _RERAISED
 DISCONNECTED = _DISCONNECTED
 _deque = collections.deque
 _socket_type = socket.socket
+_probe_sockets()
 PYTIME_TOO_LARGE = _PYTIME_TOO_LARGE
 _pure = _pure_module
 # Timers (issue 14): the queues of the compiled timers unit (see _tq).

@@ -720,10 +720,38 @@ if os.name == "posix":
 # ------------------------------------------------------------ core wiring
 
 
+# Our methods that the compiled core has in C (issue 11).  The Python
+# originals above are the pure core's and the specification of the compiled
+# ones.  When the extension can be imported the classes get the compiled
+# functions once, here, and those run the originals while the pure core is
+# active: switching cores never assigns to a class (each assignment costs
+# the class one of the version tags CPython hands out, and with none left
+# every attribute access on its instances loses its fast path).
+_COMPILED_METHODS = (
+    (dispatcher, "handle_read_event"),
+    (dispatcher, "handle_write_event"),
+    (dispatcher, "recv"),
+    (dispatcher, "send"),
+    (dispatcher_with_send, "send"),
+)
+if _hooks is not None:
+    _found = _hooks.bind_methods(
+        dispatcher,
+        _OUT_BUFFER,
+        _DWS_INITIATE_SEND,
+        {(cls.__name__, name): cls.__dict__[name] for cls, name in _COMPILED_METHODS},
+    )
+    for _cls, _name in _COMPILED_METHODS:
+        setattr(_cls, _name, _found[_cls.__name__, _name])
+    del _found, _cls, _name
+
+
 def _install_core(core):
     """Bind the module-level names that belong to ``core`` (see _core.use)."""
     global _impl, CORE, BACKEND, read, write, _exception, readwrite, Timer
     _impl = core
+    if _hooks is not None:
+        _hooks.use_methods(core.NAME == "compiled")
     CORE = core.NAME
     # What the passes wait with: epoll or kqueue (the compiled core, for a
     # map it sees again), else poll(2), or select(2) where there is no poll.
