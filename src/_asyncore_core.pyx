@@ -49,6 +49,18 @@ from includes.system cimport (
     cya_kset_wait,
 )
 
+# recv() and send() on a socket's descriptor (issue 11; see the methods below).
+cdef extern from "sockio.h":
+    object cya_sock_recv(object sock, object size)
+    object cya_sock_send(object sock, object data)
+    int cya_fast_fd(object sock)
+    int cya_sock_fd(object sock)
+    Py_ssize_t cya_send_raw(int fd, object data, Py_ssize_t most, int *err)
+    void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset)
+    bint cya_sockio_enabled()
+    int cya_peek_int(object o, Py_ssize_t offset)
+    long long cya_peek_int64(object o, Py_ssize_t offset)
+
 import collections
 import os
 import socket
@@ -1111,6 +1123,7 @@ cdef class _Entry:
     cdef bint muted           # left out after an event select() would not report
     cdef bint recheck         # asking it again makes its registration anew
     cdef bint asking          # its predicates run now,
+    cdef bint evented         # had an event this pass, not asked again for it (see after_events)
     cdef unsigned long asking_thread    # in this thread
     cdef _TypeInfo info
     cdef _Entry next_owner    # the same channel in another map
@@ -1574,6 +1587,58 @@ cdef class _Registry:
                 return False
         return True
 
+    # -- after events
+
+    cdef void before_events(self, _Ready *ready, Py_ssize_t n) noexcept:
+        """Mark for asking the channels whose answers an event may change unseen.
+
+        A channel of our own dispatcher or dispatcher_with_send, steady
+        when last asked, answers from state that tells _touch() when it
+        changes (connected, accepting, the out-buffer, a predicate set on
+        the instance, __class__): its event alone changes nothing the next
+        pass would learn by asking, so it is not asked again (issue 11).
+        What its handler may still do unseen is close its socket, which
+        after_events checks.  Any other channel is asked again, as before.
+        """
+        cdef Py_ssize_t i
+        cdef PyObject *found
+        cdef _Entry e
+        for i in range(n):
+            found = PyDict_GetItemWithError(self.entries, ready[i].fd)
+            if found == NULL:
+                continue
+            e = <_Entry>found
+            if e.volatile or e.info is None or e.info.kind == 0 or e.info.kind == KIND_CHAT:
+                e.mark()
+            else:
+                e.evented = True
+
+    cdef int after_events(self, _Ready *ready, Py_ssize_t n, bint check) except -1:
+        """After the events of a pass: did a handler close its channel's socket?
+
+        A descriptor closed behind the loop's back drops out of epoll
+        silently, where select() would fail and poll() say POLLNVAL on the
+        next pass: asking such a channel again renews its registration,
+        which finds out.  Without ``check`` (the pass is being left by an
+        exception) every such channel is simply asked again.
+        """
+        cdef Py_ssize_t i
+        cdef PyObject *found
+        cdef _Entry e
+        for i in range(n):
+            found = PyDict_GetItemWithError(self.entries, ready[i].fd)
+            if found == NULL:
+                continue
+            e = <_Entry>found
+            if not e.evented:
+                continue
+            e.evented = False
+            if e.dirty or e.reg is not self:
+                continue
+            if not check or not _socket_is_open(<object>e.obj, e):
+                e.mark()
+        return 0
+
     cdef int check_types(self) except -1:
         """Re-judge every class modified since the last pass.
 
@@ -1871,9 +1936,13 @@ cdef bint _socket_is_open(object obj, _Entry e) except -1:
     """
     if e.info is None or e.info.kind == 0:
         return False
+    cdef int fd
     sock = _get_stored(obj, S_SOCKET)
     if type(sock) is not _socket_type:
         return False
+    fd = cya_sock_fd(sock)
+    if fd != -2:
+        return fd == e.fd
     return sock.fileno() == e.fd
 
 
@@ -1992,26 +2061,28 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
                 break
             if ms > 0:
                 ms = _ms_left(deadline)
-        for i in range(n):
-            found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
-            if found != NULL:
-                (<_Entry>found).mark()
-        # Reads, then writes, then exceptional conditions, each in map order.
-        for i in range(n):
-            if ready[i].want & WANT_READ and ready[i].revents & SELECT_READ:
-                obj = _lookup_fd(map, ready[i].fd)
-                if obj is not None:
-                    _read(obj)
-        for i in range(n):
-            if ready[i].want & WANT_WRITE and ready[i].revents & SELECT_WRITE:
-                obj = _lookup_fd(map, ready[i].fd)
-                if obj is not None:
-                    _write(obj)
-        for i in range(n):
-            if ready[i].revents & SELECT_EXCEPT:
-                obj = _lookup_fd(map, ready[i].fd)
-                if obj is not None:
-                    _expt(obj)
+        reg.before_events(ready, n)
+        try:
+            # Reads, then writes, then exceptional conditions, each in map order.
+            for i in range(n):
+                if ready[i].want & WANT_READ and ready[i].revents & SELECT_READ:
+                    obj = _lookup_fd(map, ready[i].fd)
+                    if obj is not None:
+                        _read(obj)
+            for i in range(n):
+                if ready[i].want & WANT_WRITE and ready[i].revents & SELECT_WRITE:
+                    obj = _lookup_fd(map, ready[i].fd)
+                    if obj is not None:
+                        _write(obj)
+            for i in range(n):
+                if ready[i].revents & SELECT_EXCEPT:
+                    obj = _lookup_fd(map, ready[i].fd)
+                    if obj is not None:
+                        _expt(obj)
+        except BaseException:
+            reg.after_events(ready, n, False)
+            raise
+        reg.after_events(ready, n, True)
     finally:
         reg.give_back(buf)
     return 0
@@ -2050,14 +2121,16 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
             if ms > 0:
                 ms = _ms_left(deadline)
         ready = buf.out
-        for i in range(n):
-            found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
-            if found != NULL:
-                (<_Entry>found).mark()
-        for i in range(n):
-            obj = _lookup_fd(map, ready[i].fd)
-            if obj is not None:
-                _readwrite(obj, ready[i].revents)
+        reg.before_events(ready, n)
+        try:
+            for i in range(n):
+                obj = _lookup_fd(map, ready[i].fd)
+                if obj is not None:
+                    _readwrite(obj, ready[i].revents)
+        except BaseException:
+            reg.after_events(ready, n, False)
+            raise
+        reg.after_events(ready, n, True)
     finally:
         reg.give_back(buf)
     return 0
@@ -2326,16 +2399,6 @@ cdef Py_ssize_t _prefix_at_end(object buf, Py_ssize_t pos, object needle) except
 
 cdef extern from "errno.h":
     const int EWOULDBLOCK
-
-cdef extern from "sockio.h":
-    object cya_sock_recv(object sock, object size)
-    object cya_sock_send(object sock, object data)
-    int cya_fast_fd(object sock)
-    Py_ssize_t cya_send_raw(int fd, object data, Py_ssize_t most, int *err)
-    void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset)
-    bint cya_sockio_enabled()
-    int cya_peek_int(object o, Py_ssize_t offset)
-    long long cya_peek_int64(object o, Py_ssize_t offset)
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1

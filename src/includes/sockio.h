@@ -85,6 +85,14 @@ static PyObject *cya_call_method(PyObject *obj, const char *name, PyObject *arg)
     return result;
 }
 
+/* The descriptor of a plain socket.socket whatever its timeout, or -2. */
+static int cya_sock_fd(PyObject *sock)
+{
+    if (cya_socket_type == NULL || Py_TYPE(sock) != cya_socket_type)
+        return -2;
+    return cya_peek_int(sock, cya_fd_offset);
+}
+
 /* sock.recv(size) */
 static PyObject *cya_sock_recv(PyObject *sock, PyObject *size)
 {
