@@ -727,6 +727,7 @@ cdef extern from "Python.h":
         void *tp_getattro
         void *tp_setattro
         void *tp_descr_get
+        void *tp_descr_set
     int PyUnstable_Type_AssignVersionTag(PyTypeObject *t)
     PyObject *_PyType_Lookup(PyTypeObject *t, PyObject *name)
     PyObject *PyObject_GenericGetAttr(PyObject *o, PyObject *name)
@@ -1592,11 +1593,13 @@ cdef class _Registry:
     cdef void before_events(self, _Ready *ready, Py_ssize_t n) noexcept:
         """Mark for asking the channels whose answers an event may change unseen.
 
-        A channel of our own dispatcher or dispatcher_with_send, steady
-        when last asked, answers from state that tells _touch() when it
-        changes (connected, accepting, the out-buffer, a predicate set on
-        the instance, __class__): its event alone changes nothing the next
-        pass would learn by asking, so it is not asked again (issue 11).
+        A channel of our own dispatcher, dispatcher_with_send or
+        async_chat, steady when last asked, answers from state that tells
+        _touch() when it changes (connected, accepting, the out-buffer, the
+        producer fifo emptied or filled by our methods or read by anyone
+        else, a predicate set on the instance, __class__): its event alone
+        changes nothing the next pass would learn by asking, so it is not
+        asked again (issue 11).
         What its handler may still do unseen is close its socket, which
         after_events checks.  Any other channel is asked again, as before.
         """
@@ -1608,7 +1611,7 @@ cdef class _Registry:
             if found == NULL:
                 continue
             e = <_Entry>found
-            if e.volatile or e.info is None or e.info.kind == 0 or e.info.kind == KIND_CHAT:
+            if e.volatile or e.info is None or e.info.kind == 0:
                 e.mark()
             else:
                 e.evented = True
@@ -2262,6 +2265,63 @@ cdef inline int _one_pass(_Pass p, bint with_poll, object timeout, object map) e
 # -------------------------------------------------- async_chat input path
 
 
+cdef object _terminator_of(object chan):
+    """chan.get_terminator(), read directly when it is our own method."""
+    cdef PyObject *found
+    if _py_get_terminator is not None and _PyType_Lookup(
+            _type_of(<PyObject *>chan), <PyObject *>S_GET_TERMINATOR) == <PyObject *>_py_get_terminator:
+        found = PyDict_GetItemWithError(_instance_dict(chan), S_GET_TERMINATOR)
+        if found == NULL:
+            return chan.terminator
+    return chan.get_terminator()
+
+
+cdef object S_AC_IN = "_ac_in"
+cdef object S_AC_POS = "_ac_pos"
+
+
+cdef dict _input_dict(object chan):
+    """The instance __dict__ where chan's _ac_in and _ac_pos live, or None.
+
+    Reading and writing them there is what attribute access does for a
+    class with the generic attribute methods and no data descriptor of
+    either name; any other object (asynchat's _PlainInput) gets getattr.
+    """
+    cdef PyTypeObject *tp = _type_of(<PyObject *>chan)
+    cdef PyObject *found
+    if tp.tp_getattro != <void *>PyObject_GenericGetAttr \
+            or tp.tp_setattro != <void *>PyObject_GenericSetAttr:
+        return None
+    for name in (S_AC_IN, S_AC_POS):
+        found = _PyType_Lookup(tp, <PyObject *>name)
+        if found != NULL and _type_of(found).tp_descr_set != NULL:
+            return None
+    try:
+        return _instance_dict(chan)
+    except AttributeError:
+        return None
+
+
+cdef inline object _in_get(object chan, dict d, object name):
+    cdef PyObject *found
+    if d is not None:
+        found = PyDict_GetItemWithError(d, name)
+        if found != NULL:
+            return <object>found
+    return getattr(chan, name)
+
+
+cdef inline int _in_set(object chan, dict d, object buf, object pos) except -1:
+    # The publication order of the Python original: _ac_in, then _ac_pos.
+    if d is not None:
+        d[S_AC_IN] = buf
+        d[S_AC_POS] = pos
+    else:
+        chan._ac_in = buf
+        chan._ac_pos = pos
+    return 0
+
+
 def chat_consume(chan, data):
     """Split received data on the channel's terminators: see _core_py.chat_consume.
 
@@ -2269,80 +2329,71 @@ def chat_consume(chan, data):
     terminator are plain bytes.
     """
     cdef Py_ssize_t pos, lb, index, tlen, keep, n
-    buf = chan._ac_in
-    pos = chan._ac_pos
+    cdef dict d = _input_dict(chan)
+    buf = _in_get(chan, d, S_AC_IN)
+    pos = _in_get(chan, d, S_AC_POS)
     if pos:
         buf = buf[pos:]
     buf = buf + data
     pos = 0
     while len(buf) > pos:
         lb = len(buf) - pos
-        terminator = chan.get_terminator()
+        terminator = _terminator_of(chan)
         if not terminator:
-            chan._ac_in = buf
-            chan._ac_pos = pos
+            _in_set(chan, d, buf, pos)
             chan.collect_incoming_data(buf[pos:] if pos else buf)
             buf = b""
             pos = 0
         elif isinstance(terminator, int):
             if lb < terminator:
-                chan._ac_in = buf
-                chan._ac_pos = pos
+                _in_set(chan, d, buf, pos)
                 chan.collect_incoming_data(buf[pos:] if pos else buf)
                 buf = b""
                 pos = 0
-                chan._ac_in = buf
-                chan._ac_pos = pos
+                _in_set(chan, d, buf, pos)
                 chan.terminator = chan.terminator - lb
             else:
                 # A count below -lb slices like -lb - 1: to nothing.
                 n = max(terminator, -lb - 1)
-                chan._ac_in = buf
-                chan._ac_pos = pos
+                _in_set(chan, d, buf, pos)
                 chan.collect_incoming_data(buf[pos:pos + _count(n, lb)])
-                buf = chan._ac_in
-                pos = chan._ac_pos
+                buf = _in_get(chan, d, S_AC_IN)
+                pos = _in_get(chan, d, S_AC_POS)
                 pos = min(pos + _count_obj(terminator, len(buf) - pos), len(buf))
-                chan._ac_in = buf
-                chan._ac_pos = pos
+                _in_set(chan, d, buf, pos)
                 chan.terminator = 0
                 chan.found_terminator()
-                buf = chan._ac_in
-                pos = chan._ac_pos
+                buf = _in_get(chan, d, S_AC_IN)
+                pos = _in_get(chan, d, S_AC_POS)
         else:
             tlen = len(terminator)
             index = _find(buf, terminator, pos)
             if index != -1:
-                chan._ac_in = buf
-                chan._ac_pos = pos
+                _in_set(chan, d, buf, pos)
                 if index > pos:
                     chan.collect_incoming_data(buf[pos:index])
-                    buf = chan._ac_in
-                    index = index - pos + <Py_ssize_t>chan._ac_pos
-                    pos = chan._ac_pos
+                    buf = _in_get(chan, d, S_AC_IN)
+                    index = index - pos + <Py_ssize_t>_in_get(chan, d, S_AC_POS)
+                    pos = _in_get(chan, d, S_AC_POS)
                 pos = min(index + tlen, len(buf))
-                chan._ac_in = buf
-                chan._ac_pos = pos
+                _in_set(chan, d, buf, pos)
                 chan.found_terminator()
-                buf = chan._ac_in
-                pos = chan._ac_pos
+                buf = _in_get(chan, d, S_AC_IN)
+                pos = _in_get(chan, d, S_AC_POS)
             else:
                 keep = _prefix_at_end(buf, pos, terminator)
                 if keep:
                     if keep != lb:
-                        chan._ac_in = buf
-                        chan._ac_pos = pos
+                        _in_set(chan, d, buf, pos)
                         chan.collect_incoming_data(buf[pos:len(buf) - keep])
-                        buf = chan._ac_in
-                        pos = max(<Py_ssize_t>chan._ac_pos, len(buf) - keep)
+                        buf = _in_get(chan, d, S_AC_IN)
+                        pos = max(<Py_ssize_t>_in_get(chan, d, S_AC_POS), len(buf) - keep)
                     break
-                chan._ac_in = buf
-                chan._ac_pos = pos
+                _in_set(chan, d, buf, pos)
                 chan.collect_incoming_data(buf[pos:] if pos else buf)
                 buf = b""
                 pos = 0
-    chan._ac_in = buf
-    chan._ac_pos = pos
+    _in_set(chan, d, buf, pos)
 
 
 cdef inline Py_ssize_t _count(Py_ssize_t n, Py_ssize_t available) noexcept:
@@ -2466,15 +2517,27 @@ def sockio_enabled():
     return cya_sockio_enabled()
 
 
+cdef object _state(object obj, object name, object desc):
+    """obj.<name> for connected/accepting, read past their descriptor when it is ours."""
+    cdef Watched w
+    if desc is not None and _PyType_Lookup(
+            _type_of(<PyObject *>obj), <PyObject *>name) == <PyObject *>desc:
+        w = <Watched>desc
+        if not w.in_dict and not w.on_read and w.has_default:
+            value = _get_stored(obj, w.storage)
+            return w.default if value is _ABSENT else value
+    return getattr(obj, name)
+
+
 class dispatcher:
     """Compiled methods of asyncore.dispatcher (a namespace; see above)."""
 
     def handle_read_event(self):
         if not _methods_on:
             return _py_handle_read_event(self)
-        if self.accepting:
+        if _state(self, S_ACCEPTING, _d_accepting):
             self.handle_accept()
-        elif not self.connected:
+        elif not _state(self, S_CONNECTED, _d_connected):
             if self.connecting:
                 self.handle_connect_event()
             self.handle_read()
@@ -2484,9 +2547,9 @@ class dispatcher:
     def handle_write_event(self):
         if not _methods_on:
             return _py_handle_write_event(self)
-        if self.accepting:
+        if _state(self, S_ACCEPTING, _d_accepting):
             return
-        if not self.connected and self.connecting:
+        if not _state(self, S_CONNECTED, _d_connected) and self.connecting:
             self.handle_connect_event()
         self.handle_write()
 
@@ -2594,6 +2657,165 @@ class dispatcher_with_send:
             # Output is pending now: the loop must wait for writability.
             _touch(self)
         return None
+
+
+# asynchat's originals, and what its compiled methods compare with (see bind_chat).
+cdef object _py_chat_handle_read = None
+cdef object _py_push = None
+cdef object _py_chat_initiate_send = None
+cdef object _py_collect = None
+cdef object _py_get_data = None
+cdef object _ac_in_buffer = None        # async_chat.ac_in_buffer, the property
+cdef object _py_get_terminator = None
+# The channel whose push() is running our initiate_send(): push() tells the
+# loop about the fifo itself, once, when both are done.
+cdef object _quiet = None
+cdef object S_AC_IN_BUFFER = "ac_in_buffer"
+cdef object S_GET_TERMINATOR = "get_terminator"
+cdef object S_TERMINATOR = "terminator"
+cdef object _BYTEISH = (bytes, bytearray, memoryview)
+
+
+cdef object _fifo_of(object self):
+    """self.producer_fifo, without telling the loop (our methods tell it themselves)."""
+    cdef PyObject *found
+    if _d_producer_fifo is not None and _PyType_Lookup(
+            _type_of(<PyObject *>self), <PyObject *>S_PRODUCER_FIFO) == <PyObject *>_d_producer_fifo:
+        found = PyDict_GetItemWithError(_instance_dict(self), S_PRODUCER_FIFO)
+        if found != NULL:
+            return <object>found
+    return self.producer_fifo
+
+
+cdef object _rest(object data, Py_ssize_t sent):
+    # As asynchat._rest: a view of immutable bytes, a copy of anything else.
+    if type(data) is bytes and PyBytes_GET_SIZE(data) - sent > 512:
+        return memoryview(data)[sent:]
+    return data[sent:]
+
+
+cdef int _initiate(object self, object fifo) except -1:
+    """The body of async_chat.initiate_send (see the Python original)."""
+    while fifo and _state(self, S_CONNECTED, _d_connected):
+        first = fifo[0]
+        if not first:
+            del fifo[0]
+            if first is None:
+                self.handle_close()
+                return 0
+        size = self.ac_out_buffer_size
+        try:
+            data = first[:size]
+        except TypeError:
+            data = first.more()
+            if data:
+                fifo.appendleft(data)
+            else:
+                del fifo[0]
+            continue
+        if isinstance(data, str) and self.use_encoding:
+            data = data.encode(self.encoding)
+        try:
+            sent = self.send(data)
+        except OSError:
+            self.handle_error()
+            return 0
+        if sent:
+            if sent < len(data) or size < len(first):
+                fifo[0] = _rest(first, sent)
+            else:
+                del fifo[0]
+        return 0
+    return 0
+
+
+class async_chat:
+    """Compiled methods of asynchat.async_chat."""
+
+    def handle_read(self):
+        if not _methods_on or _PyType_Lookup(
+                _type_of(<PyObject *>self), <PyObject *>S_AC_IN_BUFFER) != <PyObject *>_ac_in_buffer:
+            return _py_chat_handle_read(self)
+        try:
+            data = self.recv(self.ac_in_buffer_size)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.handle_error()
+            return
+        if isinstance(data, str) and self.use_encoding:
+            # 3.11's own bug, kept (see the Python original).
+            data = bytes(str, self.encoding)
+        _consume(self, data)
+
+    def push(self, data):
+        global _quiet
+        if not _methods_on:
+            return _py_push(self, data)
+        if not isinstance(data, _BYTEISH):
+            raise TypeError("data argument must be byte-ish (%r)", type(data))
+        size = self.ac_out_buffer_size
+        fifo = _fifo_of(self)
+        was = bool(fifo)
+        if len(data) > size:
+            for start in range(0, len(data), size):
+                fifo.append(data[start:start + size])
+        else:
+            fifo.append(data)
+        _quiet = self
+        try:
+            self.initiate_send()
+        finally:
+            _quiet = None
+            # The loop asks again only when writable()'s answer may differ.
+            if bool(fifo) != was:
+                _touch(self)
+
+    def initiate_send(self):
+        global _quiet
+        if not _methods_on:
+            return _py_chat_initiate_send(self)
+        quiet = _quiet is self
+        _quiet = None
+        fifo = _fifo_of(self)
+        was = bool(fifo)
+        try:
+            _initiate(self, fifo)
+        finally:
+            if not quiet and bool(fifo) != was:
+                _touch(self)
+
+    def _collect_incoming_data(self, data):
+        if not _methods_on:
+            return _py_collect(self, data)
+        self.incoming.append(data)
+
+    def _get_data(self):
+        if not _methods_on:
+            return _py_get_data(self)
+        incoming = self.incoming
+        data = b"".join(incoming)
+        del incoming[:]
+        return data
+
+
+cdef object _consume = None    # chat_consume, below
+
+
+def bind_chat(ac_in_buffer, get_terminator, originals):
+    """Called by asynchat at import, as bind_methods by asyncore."""
+    global _ac_in_buffer, _py_get_terminator, _py_chat_handle_read, _py_push
+    global _py_chat_initiate_send, _py_collect, _py_get_data, _consume
+    _ac_in_buffer = ac_in_buffer
+    _py_get_terminator = get_terminator
+    _py_chat_handle_read = originals["async_chat", "handle_read"]
+    _py_push = originals["async_chat", "push"]
+    _py_chat_initiate_send = originals["async_chat", "initiate_send"]
+    _py_collect = originals["async_chat", "_collect_incoming_data"]
+    _py_get_data = originals["async_chat", "_get_data"]
+    _consume = chat_consume
+    return {("async_chat", name): value for name, value in async_chat.__dict__.items()
+            if not name.startswith("__")}
 
 
 def bind_methods(dispatcher_class, out_buffer, dws_initiate_send, originals):

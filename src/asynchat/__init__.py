@@ -292,11 +292,37 @@ def _watch_state():
     )
 
 
+# Our methods that the compiled core has in C (issue 11): installed once,
+# as in asyncore (see asyncore._COMPILED_METHODS); they run these Python
+# originals while the pure core is active.
+_COMPILED_METHODS = (
+    "handle_read",
+    "push",
+    "initiate_send",
+    "_collect_incoming_data",
+    "_get_data",
+)
+
+
+def _install_methods():
+    hooks = asyncore._hooks
+    if hooks is None:
+        return
+    found = hooks.bind_chat(
+        _AC_IN_BUFFER,
+        async_chat.__dict__["get_terminator"],
+        {("async_chat", name): async_chat.__dict__[name] for name in _COMPILED_METHODS},
+    )
+    for name in _COMPILED_METHODS:
+        setattr(async_chat, name, found["async_chat", name])
+
+
 def _install_core(core):
     global _consume
     _consume = core.chat_consume
 
 
 _watch_state()
+_install_methods()
 _consume = None
 _install_core(_core.load(asyncore.CORE))
