@@ -16,7 +16,7 @@ exception reaches the object's handle_error().
 
 cimport cython
 from cpython.pythread cimport PyThread_get_thread_ident
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -2265,6 +2265,13 @@ cdef inline int _one_pass(_Pass p, bint with_poll, object timeout, object map) e
 # -------------------------------------------------- async_chat input path
 
 
+cdef inline object _piece(object buf, Py_ssize_t start, Py_ssize_t end):
+    """buf[start:end] for 0 <= start <= end <= len(buf); a copy made directly for bytes."""
+    if type(buf) is bytes and (start or end != PyBytes_GET_SIZE(buf)):
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + start, end - start)
+    return buf[start:end]
+
+
 cdef object _terminator_of(object chan):
     """chan.get_terminator(), read directly when it is our own method."""
     cdef PyObject *found
@@ -2329,71 +2336,90 @@ def chat_consume(chan, data):
     terminator are plain bytes.
     """
     cdef Py_ssize_t pos, lb, index, tlen, keep, n
+    cdef Py_ssize_t shown_pos = -1
     cdef dict d = _input_dict(chan)
+    shown = None    # the pair (shown, shown_pos) the channel holds now
     buf = _in_get(chan, d, S_AC_IN)
     pos = _in_get(chan, d, S_AC_POS)
     if pos:
         buf = buf[pos:]
-    buf = buf + data
+    if type(buf) is bytes and type(data) is bytes and PyBytes_GET_SIZE(buf) == 0:
+        buf = data      # what b"" + data gives, without the buffer protocol
+    else:
+        buf = buf + data
     pos = 0
     while len(buf) > pos:
         lb = len(buf) - pos
         terminator = _terminator_of(chan)
         if not terminator:
             _in_set(chan, d, buf, pos)
+            shown, shown_pos = buf, pos
             chan.collect_incoming_data(buf[pos:] if pos else buf)
             buf = b""
             pos = 0
         elif isinstance(terminator, int):
             if lb < terminator:
                 _in_set(chan, d, buf, pos)
+                shown, shown_pos = buf, pos
                 chan.collect_incoming_data(buf[pos:] if pos else buf)
                 buf = b""
                 pos = 0
                 _in_set(chan, d, buf, pos)
+                shown, shown_pos = buf, pos
                 chan.terminator = chan.terminator - lb
             else:
                 # A count below -lb slices like -lb - 1: to nothing.
                 n = max(terminator, -lb - 1)
                 _in_set(chan, d, buf, pos)
+                shown, shown_pos = buf, pos
                 chan.collect_incoming_data(buf[pos:pos + _count(n, lb)])
                 buf = _in_get(chan, d, S_AC_IN)
                 pos = _in_get(chan, d, S_AC_POS)
+                shown, shown_pos = buf, pos
                 pos = min(pos + _count_obj(terminator, len(buf) - pos), len(buf))
                 _in_set(chan, d, buf, pos)
+                shown, shown_pos = buf, pos
                 chan.terminator = 0
                 chan.found_terminator()
                 buf = _in_get(chan, d, S_AC_IN)
                 pos = _in_get(chan, d, S_AC_POS)
+                shown, shown_pos = buf, pos
         else:
             tlen = len(terminator)
             index = _find(buf, terminator, pos)
             if index != -1:
                 _in_set(chan, d, buf, pos)
+                shown, shown_pos = buf, pos
                 if index > pos:
-                    chan.collect_incoming_data(buf[pos:index])
+                    chan.collect_incoming_data(_piece(buf, pos, index))
                     buf = _in_get(chan, d, S_AC_IN)
                     index = index - pos + <Py_ssize_t>_in_get(chan, d, S_AC_POS)
                     pos = _in_get(chan, d, S_AC_POS)
                 pos = min(index + tlen, len(buf))
                 _in_set(chan, d, buf, pos)
+                shown, shown_pos = buf, pos
                 chan.found_terminator()
                 buf = _in_get(chan, d, S_AC_IN)
                 pos = _in_get(chan, d, S_AC_POS)
+                shown, shown_pos = buf, pos
             else:
                 keep = _prefix_at_end(buf, pos, terminator)
                 if keep:
                     if keep != lb:
                         _in_set(chan, d, buf, pos)
+                        shown, shown_pos = buf, pos
                         chan.collect_incoming_data(buf[pos:len(buf) - keep])
                         buf = _in_get(chan, d, S_AC_IN)
                         pos = max(<Py_ssize_t>_in_get(chan, d, S_AC_POS), len(buf) - keep)
                     break
                 _in_set(chan, d, buf, pos)
+                shown, shown_pos = buf, pos
                 chan.collect_incoming_data(buf[pos:] if pos else buf)
                 buf = b""
                 pos = 0
-    _in_set(chan, d, buf, pos)
+    # What the last callback left, or the last publication, needs no repeating.
+    if buf is not shown or pos != shown_pos:
+        _in_set(chan, d, buf, pos)
 
 
 cdef inline Py_ssize_t _count(Py_ssize_t n, Py_ssize_t available) noexcept:
@@ -2517,13 +2543,22 @@ def sockio_enabled():
     return cya_sockio_enabled()
 
 
-cdef object _state(object obj, object name, object desc):
-    """obj.<name> for connected/accepting, read past their descriptor when it is ours."""
+cdef object _state(object obj, object name, object desc, dict d=None):
+    """obj.<name> for connected/accepting, read past their descriptor when it is ours.
+
+    ``d``, when given, is obj's instance __dict__ (async_chat's is always
+    materialised), where the value is found quicker than by attribute lookup.
+    """
     cdef Watched w
+    cdef PyObject *found
     if desc is not None and _PyType_Lookup(
             _type_of(<PyObject *>obj), <PyObject *>name) == <PyObject *>desc:
         w = <Watched>desc
         if not w.in_dict and not w.on_read and w.has_default:
+            if d is not None:
+                found = PyDict_GetItemWithError(d, w.storage)
+                if found != NULL:
+                    return <object>found
             value = _get_stored(obj, w.storage)
             return w.default if value is _ABSENT else value
     return getattr(obj, name)
@@ -2670,6 +2705,7 @@ cdef object _py_get_terminator = None
 # The channel whose push() is running our initiate_send(): push() tells the
 # loop about the fifo itself, once, when both are done.
 cdef object _quiet = None
+cdef object _c_chat_initiate_send = None    # async_chat.initiate_send below
 cdef object S_AC_IN_BUFFER = "ac_in_buffer"
 cdef object S_GET_TERMINATOR = "get_terminator"
 cdef object S_TERMINATOR = "terminator"
@@ -2694,9 +2730,25 @@ cdef object _rest(object data, Py_ssize_t sent):
     return data[sent:]
 
 
+cdef bint _own_method(object self, object name, object func) except -1:
+    """Whether self.<name> is func: ours on the class, nothing on the instance."""
+    if _PyType_Lookup(_type_of(<PyObject *>self), <PyObject *>name) != <PyObject *>func:
+        return False
+    try:
+        d = _instance_dict(self)
+    except AttributeError:
+        return True
+    return PyDict_GetItemWithError(d, name) == NULL
+
+
 cdef int _initiate(object self, object fifo) except -1:
     """The body of async_chat.initiate_send (see the Python original)."""
-    while fifo and _state(self, S_CONNECTED, _d_connected):
+    cdef dict d = None
+    try:
+        d = _instance_dict(self)
+    except AttributeError:
+        pass
+    while fifo and _state(self, S_CONNECTED, _d_connected, d):
         first = fifo[0]
         if not first:
             del fifo[0]
@@ -2704,19 +2756,36 @@ cdef int _initiate(object self, object fifo) except -1:
                 self.handle_close()
                 return 0
         size = self.ac_out_buffer_size
-        try:
-            data = first[:size]
-        except TypeError:
-            data = first.more()
-            if data:
-                fifo.appendleft(data)
-            else:
-                del fifo[0]
-            continue
+        if type(first) is bytes and type(size) is int and PyBytes_GET_SIZE(first) <= size:
+            data = first    # what the slice gives: bytes sliced whole are themselves
+        else:
+            try:
+                data = first[:size]
+            except TypeError:
+                # Not sliceable: a producer.
+                data = first.more()
+                if data:
+                    fifo.appendleft(data)
+                else:
+                    del fifo[0]
+                continue
         if isinstance(data, str) and self.use_encoding:
             data = data.encode(self.encoding)
         try:
-            sent = self.send(data)
+            if _own_method(self, S_SEND, _c_dispatcher_send):
+                # dispatcher.send's body, without the call.
+                try:
+                    sent = cya_sock_send(self.socket, data)
+                except OSError as why:
+                    if why.errno == EWOULDBLOCK:
+                        sent = 0
+                    elif why.errno in DISCONNECTED:
+                        self.handle_close()
+                        sent = 0
+                    else:
+                        raise
+            else:
+                sent = self.send(data)
         except OSError:
             self.handle_error()
             return 0
@@ -2762,12 +2831,19 @@ class async_chat:
                 fifo.append(data[start:start + size])
         else:
             fifo.append(data)
+        if _own_method(self, S_INITIATE_SEND, _c_chat_initiate_send):
+            try:
+                _initiate(self, fifo)
+            finally:
+                # The loop asks again only when writable()'s answer may differ.
+                if bool(fifo) != was:
+                    _touch(self)
+            return
         _quiet = self
         try:
             self.initiate_send()
         finally:
             _quiet = None
-            # The loop asks again only when writable()'s answer may differ.
             if bool(fifo) != was:
                 _touch(self)
 
@@ -2805,7 +2881,7 @@ cdef object _consume = None    # chat_consume, below
 def bind_chat(ac_in_buffer, get_terminator, originals):
     """Called by asynchat at import, as bind_methods by asyncore."""
     global _ac_in_buffer, _py_get_terminator, _py_chat_handle_read, _py_push
-    global _py_chat_initiate_send, _py_collect, _py_get_data, _consume
+    global _py_chat_initiate_send, _py_collect, _py_get_data, _consume, _c_chat_initiate_send
     _ac_in_buffer = ac_in_buffer
     _py_get_terminator = get_terminator
     _py_chat_handle_read = originals["async_chat", "handle_read"]
@@ -2814,6 +2890,7 @@ def bind_chat(ac_in_buffer, get_terminator, originals):
     _py_collect = originals["async_chat", "_collect_incoming_data"]
     _py_get_data = originals["async_chat", "_get_data"]
     _consume = chat_consume
+    _c_chat_initiate_send = async_chat.__dict__["initiate_send"]
     return {("async_chat", name): value for name, value in async_chat.__dict__.items()
             if not name.startswith("__")}
 
