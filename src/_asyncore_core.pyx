@@ -2617,6 +2617,11 @@ class dispatcher:
             raise
 
 
+cdef PyTypeObject *_dws_type = NULL
+cdef unsigned int _dws_tag = 0
+cdef unsigned int _dws_base_tag = 0
+
+
 cdef bint _dws_fast(object self, object data) except -1:
     """Whether dispatcher_with_send.send(data) may take the compiled path.
 
@@ -2624,14 +2629,24 @@ cdef bint _dws_fast(object self, object data) except -1:
     own initiate_send, out_buffer and dispatcher.send), on a socket the
     direct calls serve.
     """
+    global _dws_type, _dws_tag, _dws_base_tag
     cdef PyTypeObject *tp = _type_of(<PyObject *>self)
+    cdef PyTypeObject *base = <PyTypeObject *>_dispatcher_class
     if type(data) is not bytes:
         return False
+    # The verdict for the last class seen holds while neither it nor
+    # dispatcher changed: version tags are never reused.
+    if tp == _dws_type and _dws_tag != 0 and tp.tp_version_tag == _dws_tag \
+            and base.tp_version_tag == _dws_base_tag:
+        return True
     if _PyType_Lookup(tp, <PyObject *>S_INITIATE_SEND) != <PyObject *>_py_dws_initiate_send \
             or _PyType_Lookup(tp, <PyObject *>S_OUT_BUFFER) != <PyObject *>_d_out_buffer \
-            or _PyType_Lookup(<PyTypeObject *>_dispatcher_class, <PyObject *>S_SEND) \
-            != <PyObject *>_c_dispatcher_send:
+            or _PyType_Lookup(base, <PyObject *>S_SEND) != <PyObject *>_c_dispatcher_send:
         return False
+    if PyUnstable_Type_AssignVersionTag(tp) and PyUnstable_Type_AssignVersionTag(base):
+        _dws_type = tp
+        _dws_tag = tp.tp_version_tag
+        _dws_base_tag = base.tp_version_tag
     return True
 
 
