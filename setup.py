@@ -89,15 +89,24 @@ def extensions():
 
 # Cython names a function in the tracebacks it makes "module.Class.name";
 # Python's own frames carry just "name" (co_name).  asyncore's compiled
-# methods must appear under their own names, as 3.11's did (handle_error()'s
-# log line names them), so the generated C gets Python's convention.
-_TRACEBACK_CALL = re.compile(r'(__Pyx_AddTraceback\(")(?:[A-Za-z_][A-Za-z0-9_]*\.)+')
+# functions must appear under their own names, as 3.11's did (handle_error()'s
+# log line names them), so the generated C gets Python's convention.  The
+# substitution is idempotent: a generated file that is reused is left as it is.
+# The core's C bodies of read(), write(), _exception() and readwrite(),
+# which the passes call directly, go by the names of the functions they are.
+_TRACEBACK_CALL = re.compile(r'__Pyx_AddTraceback\("(?:[A-Za-z_][A-Za-z0-9_]*\.)*([A-Za-z_][A-Za-z0-9_]*)"')
+_DISPATCH_NAMES = {"_read": "read", "_write": "write", "_expt": "_exception", "_readwrite": "readwrite"}
+
+
+def _bare(match):
+    name = match.group(1)
+    return '__Pyx_AddTraceback("%s"' % _DISPATCH_NAMES.get(name, name)
 
 
 def bare_traceback_names(path):
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    fixed = _TRACEBACK_CALL.sub(r"\1", text)
+    fixed = _TRACEBACK_CALL.sub(_bare, text)
     if fixed != text:
         with open(path, "w", encoding="utf-8") as f:
             f.write(fixed)

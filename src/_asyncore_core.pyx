@@ -2484,15 +2484,7 @@ cdef extern from "Python.h":
 cdef object _dispatcher_class = None    # asyncore.dispatcher
 cdef object _py_dws_initiate_send = None
 cdef object _c_dispatcher_send = None   # dispatcher.send below
-# The Python originals, which run instead while the pure core is active:
-# the classes keep these functions whichever core runs (assigning to a
-# class costs it one of the version tags CPython hands out, and switching
-# cores is done for every test of the suite).
-cdef bint _methods_on = False
-cdef object _py_handle_read_event = None
-cdef object _py_handle_write_event = None
-cdef object _py_recv = None
-cdef object _py_send = None
+# The Python original of dispatcher_with_send.send: its general case.
 cdef object _py_dws_send = None
 cdef object S_SEND = "send"
 cdef object S_INITIATE_SEND = "initiate_send"
@@ -2568,8 +2560,6 @@ class dispatcher:
     """Compiled methods of asyncore.dispatcher (a namespace; see above)."""
 
     def handle_read_event(self):
-        if not _methods_on:
-            return _py_handle_read_event(self)
         if _state(self, S_ACCEPTING, _d_accepting):
             self.handle_accept()
         elif not _state(self, S_CONNECTED, _d_connected):
@@ -2580,8 +2570,6 @@ class dispatcher:
             self.handle_read()
 
     def handle_write_event(self):
-        if not _methods_on:
-            return _py_handle_write_event(self)
         if _state(self, S_ACCEPTING, _d_accepting):
             return
         if not _state(self, S_CONNECTED, _d_connected) and self.connecting:
@@ -2589,8 +2577,6 @@ class dispatcher:
         self.handle_write()
 
     def recv(self, buffer_size):
-        if not _methods_on:
-            return _py_recv(self, buffer_size)
         try:
             data = cya_sock_recv(self.socket, buffer_size)
         except OSError as why:
@@ -2604,8 +2590,6 @@ class dispatcher:
         return data
 
     def send(self, data):
-        if not _methods_on:
-            return _py_send(self, data)
         try:
             return cya_sock_send(self.socket, data)
         except OSError as why:
@@ -2660,7 +2644,7 @@ class dispatcher_with_send:
         cdef int fd
         cdef int err = 0
         cdef Py_ssize_t sent, n
-        if not _methods_on or self.debug or not _dws_fast(self, data):
+        if self.debug or not _dws_fast(self, data):
             return _py_dws_send(self, data)
         try:
             pending = self._wbuf
@@ -2709,12 +2693,9 @@ class dispatcher_with_send:
         return None
 
 
-# asynchat's originals, and what its compiled methods compare with (see bind_chat).
+# asynchat's handle_read original (its general case), and what the
+# compiled methods compare with (see bind_chat).
 cdef object _py_chat_handle_read = None
-cdef object _py_push = None
-cdef object _py_chat_initiate_send = None
-cdef object _py_collect = None
-cdef object _py_get_data = None
 cdef object _ac_in_buffer = None        # async_chat.ac_in_buffer, the property
 cdef object _py_get_terminator = None
 # The channel whose push() is running our initiate_send(): push() tells the
@@ -2817,7 +2798,7 @@ class async_chat:
     """Compiled methods of asynchat.async_chat."""
 
     def handle_read(self):
-        if not _methods_on or _PyType_Lookup(
+        if _PyType_Lookup(
                 _type_of(<PyObject *>self), <PyObject *>S_AC_IN_BUFFER) != <PyObject *>_ac_in_buffer:
             return _py_chat_handle_read(self)
         try:
@@ -2834,8 +2815,6 @@ class async_chat:
 
     def push(self, data):
         global _quiet
-        if not _methods_on:
-            return _py_push(self, data)
         if not isinstance(data, _BYTEISH):
             raise TypeError("data argument must be byte-ish (%r)", type(data))
         size = self.ac_out_buffer_size
@@ -2864,8 +2843,6 @@ class async_chat:
 
     def initiate_send(self):
         global _quiet
-        if not _methods_on:
-            return _py_chat_initiate_send(self)
         quiet = _quiet is self
         _quiet = None
         fifo = _fifo_of(self)
@@ -2877,13 +2854,9 @@ class async_chat:
                 _touch(self)
 
     def _collect_incoming_data(self, data):
-        if not _methods_on:
-            return _py_collect(self, data)
         self.incoming.append(data)
 
     def _get_data(self):
-        if not _methods_on:
-            return _py_get_data(self)
         incoming = self.incoming
         data = b"".join(incoming)
         del incoming[:]
@@ -2895,15 +2868,11 @@ cdef object _consume = None    # chat_consume, below
 
 def bind_chat(ac_in_buffer, get_terminator, originals):
     """Called by asynchat at import, as bind_methods by asyncore."""
-    global _ac_in_buffer, _py_get_terminator, _py_chat_handle_read, _py_push
-    global _py_chat_initiate_send, _py_collect, _py_get_data, _consume, _c_chat_initiate_send
+    global _ac_in_buffer, _py_get_terminator, _py_chat_handle_read, _consume
+    global _c_chat_initiate_send
     _ac_in_buffer = ac_in_buffer
     _py_get_terminator = get_terminator
     _py_chat_handle_read = originals["async_chat", "handle_read"]
-    _py_push = originals["async_chat", "push"]
-    _py_chat_initiate_send = originals["async_chat", "initiate_send"]
-    _py_collect = originals["async_chat", "_collect_incoming_data"]
-    _py_get_data = originals["async_chat", "_get_data"]
     _consume = chat_consume
     _c_chat_initiate_send = async_chat.__dict__["initiate_send"]
     return {("async_chat", name): value for name, value in async_chat.__dict__.items()
@@ -2917,15 +2886,11 @@ def bind_methods(dispatcher_class, out_buffer, dws_initiate_send, originals):
     Returns {(class name, method name): function} for asyncore to install.
     """
     global _dispatcher_class, _py_dws_initiate_send, _c_dispatcher_send, _d_out_buffer
-    global _py_handle_read_event, _py_handle_write_event, _py_recv, _py_send, _py_dws_send
+    global _py_dws_send
     _dispatcher_class = dispatcher_class
     _d_out_buffer = out_buffer
     _py_dws_initiate_send = dws_initiate_send
     _c_dispatcher_send = dispatcher.__dict__["send"]
-    _py_handle_read_event = originals["dispatcher", "handle_read_event"]
-    _py_handle_write_event = originals["dispatcher", "handle_write_event"]
-    _py_recv = originals["dispatcher", "recv"]
-    _py_send = originals["dispatcher", "send"]
     _py_dws_send = originals["dispatcher_with_send", "send"]
     found = {}
     for namespace in (dispatcher, dispatcher_with_send):
@@ -2933,12 +2898,6 @@ def bind_methods(dispatcher_class, out_buffer, dws_initiate_send, originals):
             if not name.startswith("__"):
                 found[namespace.__name__, name] = value
     return found
-
-
-def use_methods(on):
-    """Run the compiled methods (True) or the Python originals (False)."""
-    global _methods_on
-    _methods_on = bool(on)
 
 
 # The shared names come last: importing asyncore's package runs its core

@@ -56,7 +56,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(params=CORES, autouse=True)
+# Session-scoped, so pytest runs all of one core's tests, then the other's:
+# switching cores exchanges methods on our classes (asyncore._install_methods),
+# and doing that around every test would use up the classes' version tags.
+@pytest.fixture(params=CORES, autouse=True, scope="session")
 def core(request):
     """Run the test against one core; yields its name."""
     if ORACLE:

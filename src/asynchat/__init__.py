@@ -292,9 +292,8 @@ def _watch_state():
     )
 
 
-# Our methods that the compiled core has in C (issue 11): installed once,
-# as in asyncore (see asyncore._COMPILED_METHODS); they run these Python
-# originals while the pure core is active.
+# Our methods that the compiled core has in C (issue 11), exchanged with
+# the active core as asyncore's are (see asyncore._install_methods).
 _COMPILED_METHODS = (
     "handle_read",
     "push",
@@ -302,27 +301,24 @@ _COMPILED_METHODS = (
     "_collect_incoming_data",
     "_get_data",
 )
-
-
-def _install_methods():
-    hooks = asyncore._hooks
-    if hooks is None:
-        return
-    found = hooks.bind_chat(
+_originals = {(async_chat, name): async_chat.__dict__[name] for name in _COMPILED_METHODS}
+_compiled = {}
+if asyncore._hooks is not None:
+    _found = asyncore._hooks.bind_chat(
         _AC_IN_BUFFER,
         async_chat.__dict__["get_terminator"],
-        {("async_chat", name): async_chat.__dict__[name] for name in _COMPILED_METHODS},
+        {("async_chat", name): f for (_, name), f in _originals.items()},
     )
-    for name in _COMPILED_METHODS:
-        setattr(async_chat, name, found["async_chat", name])
+    _compiled = {(async_chat, name): _found["async_chat", name] for name in _COMPILED_METHODS}
+    del _found
 
 
 def _install_core(core):
     global _consume
     _consume = core.chat_consume
+    asyncore._install_methods(_originals, _compiled, core)
 
 
 _watch_state()
-_install_methods()
 _consume = None
 _install_core(_core.load(asyncore.CORE))

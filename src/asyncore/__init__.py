@@ -722,11 +722,7 @@ if os.name == "posix":
 
 # Our methods that the compiled core has in C (issue 11).  The Python
 # originals above are the pure core's and the specification of the compiled
-# ones.  When the extension can be imported the classes get the compiled
-# functions once, here, and those run the originals while the pure core is
-# active: switching cores never assigns to a class (each assignment costs
-# the class one of the version tags CPython hands out, and with none left
-# every attribute access on its instances loses its fast path).
+# ones; _install_methods gives the classes the active core's.
 _COMPILED_METHODS = (
     (dispatcher, "handle_read_event"),
     (dispatcher, "handle_write_event"),
@@ -734,24 +730,44 @@ _COMPILED_METHODS = (
     (dispatcher, "send"),
     (dispatcher_with_send, "send"),
 )
+_originals = {(cls, name): cls.__dict__[name] for cls, name in _COMPILED_METHODS}
+_compiled = {}
 if _hooks is not None:
     _found = _hooks.bind_methods(
         dispatcher,
         _OUT_BUFFER,
         _DWS_INITIATE_SEND,
-        {(cls.__name__, name): cls.__dict__[name] for cls, name in _COMPILED_METHODS},
+        {(cls.__name__, name): f for (cls, name), f in _originals.items()},
     )
-    for _cls, _name in _COMPILED_METHODS:
-        setattr(_cls, _name, _found[_cls.__name__, _name])
-    del _found, _cls, _name
+    _compiled = {(cls, name): _found[cls.__name__, name] for cls, name in _COMPILED_METHODS}
+    del _found
+
+
+def _install_methods(originals, compiled, core):
+    """Give our classes ``core``'s methods: the compiled ones for the compiled core.
+
+    A method a program assigned to one of our classes itself stays.  Each
+    assignment to a class costs it one of the version tags CPython hands a
+    class out of a limited supply (with none left its attribute accesses
+    lose their fast paths), so only a change of core assigns: that is rare
+    in programs, and the test suite runs each core's tests together.
+    """
+    for key, original in originals.items():
+        cls, name = key
+        fast = compiled.get(key)
+        current = cls.__dict__.get(name)
+        if current is not original and (fast is None or current is not fast):
+            continue
+        chosen = fast if fast is not None and core.NAME == "compiled" else original
+        if current is not chosen:
+            setattr(cls, name, chosen)
 
 
 def _install_core(core):
     """Bind the module-level names that belong to ``core`` (see _core.use)."""
     global _impl, CORE, BACKEND, read, write, _exception, readwrite, Timer
     _impl = core
-    if _hooks is not None:
-        _hooks.use_methods(core.NAME == "compiled")
+    _install_methods(_originals, _compiled, core)
     CORE = core.NAME
     # What the passes wait with: epoll or kqueue (the compiled core, for a
     # map it sees again), else poll(2), or select(2) where there is no poll.
