@@ -32,7 +32,7 @@ help: ## this list
 	@echo "  ASAN_PYTHON     interpreter for asan (default: $(ASAN_PYTHON)); ASAN_ARGS: extra pytest arguments"
 	@echo "  PKG_PYTHON      interpreter for wheel-test, coexistence (default: $(PKG_PYTHON)); LINT_PYTHON for lint"
 	@echo "Environment: ASYNCORE_TEST_CORES=compiled|pure narrows the tests to one core;"
-	@echo "  ASYNCORE_NO_EXTENSIONS=1 builds and imports the pure core only; ASYNCORE_DEBUG=1 builds with assertions."
+	@echo "  ASYNCORE_NO_EXTENSIONS=1 builds and imports the pure core only; ASYNCORE_DEBUG=1 builds with -O0 -g (for gdb)."
 
 define need_pythons
 	@[ -n "$(PYTHONS)" ] || { tools/find_pythons.sh; exit 1; }

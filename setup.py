@@ -11,11 +11,12 @@ from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 NO_EXTENSIONS = bool(os.environ.get("ASYNCORE_NO_EXTENSIONS"))
-# ASYNCORE_DEBUG=1 compiles with assertions and the core's debug counters.
+# ASYNCORE_DEBUG=1 compiles without optimisation and with debug information,
+# for stepping through the core in gdb; behaviour is the same as a release build.
 DEBUG = bool(os.environ.get("ASYNCORE_DEBUG"))
 
 
-def flags_stamp(macros, compile_args):
+def flags_stamp(compile_args):
     """A file that changes when the compiler flags do.
 
     Builds without isolation (tools/venv.sh) reuse build/, where setuptools
@@ -24,7 +25,7 @@ def flags_stamp(macros, compile_args):
     never pass for one of the others.
     """
     path = os.path.join("build", "ext-flags.txt")
-    text = repr((macros, compile_args, os.environ.get("CFLAGS"), os.environ.get("LDFLAGS")))
+    text = repr((compile_args, os.environ.get("CFLAGS"), os.environ.get("LDFLAGS")))
     try:
         with open(path) as f:
             if f.read() == text:
@@ -42,7 +43,6 @@ def extensions():
         return []
     from Cython.Build import cythonize
 
-    macros = [("CYASYNCORE_DEBUG", "1" if DEBUG else "0")]
     compile_args = []
     if os.name != "nt":
         compile_args = ["-O0", "-g"] if DEBUG else ["-O2"]
@@ -58,16 +58,14 @@ def extensions():
         "_asyncore_core",
         ["src/_asyncore_core.pyx"],
         include_dirs=["src/includes"],
-        define_macros=macros,
         extra_compile_args=compile_args,
-        depends=[flags_stamp(macros, compile_args)],
+        depends=[flags_stamp(compile_args)],
     )
     # Timers and hand-overs (issue 14): a unit of their own, used by the core.
     timers = Extension(
         "_asyncore_timers",
         ["src/_asyncore_timers.pyx"],
         include_dirs=["src/includes"],
-        define_macros=macros,
         extra_compile_args=compile_args,
     )
     built = cythonize(

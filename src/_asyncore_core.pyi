@@ -10,9 +10,6 @@ from asyncore import Timer as Timer
 
 # Which core this is, as asyncore.CORE reports it.
 NAME: Final[str]
-# Whether the platform has poll(2); without it the passes fall back to the
-# pure core's select-based ones.
-HAS_POLL: Final[bool]
 
 # The dispatch helpers take any object with the handler methods they call.
 def read(obj: Any) -> None: ...

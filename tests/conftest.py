@@ -10,6 +10,13 @@ Run under python3.11 the suite becomes its own oracle: ``asyncore`` and
 ``asynchat`` are then CPython's originals, the only core is ``stdlib``, and
 tests marked ``cyasyncore_only`` are skipped.  ``make test-oracle`` does this
 to prove that the tests encode 3.11's behaviour and nothing of ours.
+
+Tests marked ``compiled_only`` are about the compiled core itself (its
+kernel set, its timer unit) or drive every core themselves: they run once,
+under ``compiled``, and are skipped where that core is not under test.
+
+The loop-mode axis is the ``use_poll`` fixture (``select`` and ``poll``,
+from ``support.LOOP_MODES``): a test that takes it runs in both modes.
 """
 
 import gc
@@ -39,12 +46,34 @@ else:
     _usable = [c for c in _core.CORE_NAMES if c != "compiled" or not _core.gil_disabled()]
     CORES = [c for c in _wanted.split(",") if c] or _usable
 
+from support import LOOP_MODE_IDS, LOOP_MODES  # noqa: E402  (after the 3.11 import above)
+
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "cyasyncore_only: tests of cyasyncore's own additions; skipped on the 3.11 oracle",
     )
+    config.addinivalue_line(
+        "markers",
+        "compiled_only: tests of the compiled core (or driving every core themselves); "
+        "collected once, under the compiled core",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc):
+    # A compiled-only test parametrizes the core itself, as a parametrize
+    # mark, which takes precedence over the core fixture's own params.
+    # (Marked first, before pytest's hooks read the marks.)
+    if ORACLE or metafunc.definition.get_closest_marker("compiled_only") is None:
+        return
+    if "compiled" in CORES:
+        cores = ["compiled"]
+    else:
+        skip = pytest.mark.skip(reason="about the compiled core, which is not under test")
+        cores = [pytest.param("compiled", marks=skip)]
+    metafunc.definition.add_marker(pytest.mark.parametrize("core", cores, indirect=True))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,7 +81,8 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="cyasyncore addition; not part of 3.11")
     for item in items:
-        if "cyasyncore_only" in item.keywords:
+        # A compiled-only test is a cyasyncore addition by definition.
+        if "cyasyncore_only" in item.keywords or "compiled_only" in item.keywords:
             item.add_marker(skip)
 
 
@@ -69,6 +99,12 @@ def core(request):
 
     with using_core(request.param):
         yield request.param
+
+
+@pytest.fixture(params=LOOP_MODES, ids=LOOP_MODE_IDS)
+def use_poll(request):
+    """Run the test with ``use_poll=False`` (select) and ``use_poll=True`` (poll)."""
+    return request.param
 
 
 def _open_fds():
@@ -141,7 +177,8 @@ _outcomes = {}
 def pytest_collection_finish(session):
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if "core" in params:
+        # (A compiled-only test in a run without that core counts for none.)
+        if params.get("core") in CORES:
             _core_of[item.nodeid] = params["core"]
 
 

@@ -1,7 +1,9 @@
 """Loopback helpers for the tests: bounded in time, never sleeping to synchronise."""
 
 import contextlib
+import importlib.util
 import os
+import pathlib
 import socket
 import threading
 import time
@@ -29,6 +31,11 @@ def has_ipv6():
 HAS_IPV6 = has_ipv6()
 HAS_POLL = hasattr(__import__("select"), "poll")
 HAS_UNIX = hasattr(socket, "AF_UNIX")
+
+# The two loop modes, the values of asyncore.loop's use_poll (conftest.py's
+# use_poll fixture runs a test in each); poll only where select has it.
+LOOP_MODES = [False] + ([True] if HAS_POLL else [])
+LOOP_MODE_IDS = ["select", "poll"][: len(LOOP_MODES)]
 
 # (family, host) pairs to parametrize over; IPv6 only where this machine has it.
 FAMILIES = [(socket.AF_INET, HOST4)] + ([(socket.AF_INET6, HOST6)] if HAS_IPV6 else [])
@@ -186,3 +193,66 @@ def private_map():
         yield m
     finally:
         asyncore.close_all(map=m, ignore_all=True)
+
+
+class RaisingBool:
+    """A predicate result whose truth cannot be told."""
+
+    def __bool__(self):
+        raise RuntimeError("no truth value")
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name):
+    """Import examples/<name>.py as a module of its own (the examples are no package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class PipeReader(asyncore.file_dispatcher):
+    """Reads a pipe, recording ``("read", data)`` and ``"close"`` in ``events``.
+
+    Pass ``events`` to share one list between several channels.
+    """
+
+    def __init__(self, fd, map=None, events=None):
+        self.events = [] if events is None else events
+        super().__init__(fd, map)
+
+    def writable(self):
+        return False
+
+    def handle_read(self):
+        self.events.append(("read", self.recv(4096)))
+
+    def handle_close(self):
+        self.events.append("close")
+        self.close()
+
+
+class PipeWriter(asyncore.file_dispatcher):
+    """Writes ``pending`` to a pipe while there is some, recording ``("write", sent)``."""
+
+    def __init__(self, fd, map=None, events=None, pending=b""):
+        self.events = [] if events is None else events
+        self.pending = pending
+        super().__init__(fd, map)
+
+    def readable(self):
+        return False
+
+    def writable(self):
+        return bool(self.pending)
+
+    def handle_write(self):
+        sent = self.send(self.pending)
+        self.events.append(("write", sent))
+        self.pending = self.pending[sent:]
+
+    def handle_close(self):
+        self.events.append("close")
+        self.close()

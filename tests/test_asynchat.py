@@ -1279,13 +1279,6 @@ class LineChannel(asynchat.async_chat):
         self.close()
 
 
-@pytest.fixture(params=[False, True], ids=["select", "poll"])
-def use_poll(request):
-    if request.param and not support.HAS_POLL:
-        pytest.skip("no select.poll")
-    return request.param
-
-
 @pytest.fixture(params=support.FAMILIES, ids=support.FAMILY_IDS)
 def pair(request):
     family, host = request.param

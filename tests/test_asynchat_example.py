@@ -1,29 +1,18 @@
 """examples/kv_server.py: the server in a loop thread, driven by blocking clients."""
 
-import importlib.util
 import os
 import selectors
 import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 import support
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "kv_server.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("kv_server", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kv = _load_example()
+EXAMPLE = support.EXAMPLES / "kv_server.py"
+kv = support.load_example("kv_server")
 
 
 class ObservedServer(kv.KVServer):
@@ -44,13 +33,6 @@ class ObservedServer(kv.KVServer):
                 lambda: self.connections_closed >= count, timeout=support.DEADLINE
             )
         assert reached, f"{self.connections_closed} of {count} connections closed"
-
-
-@pytest.fixture(params=[False, True], ids=["select", "poll"])
-def use_poll(request):
-    if request.param and not support.HAS_POLL:
-        pytest.skip("no select.poll")
-    return request.param
 
 
 @pytest.fixture(params=support.FAMILIES, ids=support.FAMILY_IDS)

@@ -329,7 +329,7 @@ TRANSPORTS = ["tcp"] + (["unix"] if support.HAS_UNIX else [])
     split_streams(),
     st.integers(1, 32),
     st.sampled_from(TRANSPORTS),
-    st.booleans() if support.HAS_POLL else st.just(False),
+    st.sampled_from(support.LOOP_MODES),
     st.sampled_from(["found", "always"]),
 )
 def test_real_sockets_match_the_model(case, in_buffer_size, transport, use_poll, observe):

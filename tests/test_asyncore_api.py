@@ -9,6 +9,7 @@ import errno
 import inspect
 import os
 import pickle
+import pydoc
 import select
 import socket
 import subprocess
@@ -250,6 +251,28 @@ def test_method_signatures():
         str(inspect.signature(asyncore.file_wrapper.getsockopt))
         == "(self, level, optname, buflen=None)"
     )
+
+
+# help() of 3.11's classes lists no __class__: it is object's own, which pydoc
+# leaves out.  Ours carry the compiled core's ClassSlot in the class dict (so
+# that assigning obj.__class__ tells the loop), and pydoc lists whatever a
+# class dict holds, as "__class__ = <class 'type'>" (the metaclass's
+# descriptor answers the class-level lookup, never ours).  Known, not fixed:
+# see issue 16; a fix turns these into strict-xfail failures to remove.
+CLASS_SLOT_INSTALLED = getattr(asyncore, "_hooks", None) is not None
+
+
+@pytest.mark.xfail(
+    CLASS_SLOT_INSTALLED,
+    reason="ClassSlot sits in the class dict, and pydoc lists every entry there",
+)
+@pytest.mark.parametrize("name", ["dispatcher", "dispatcher_with_send", "async_chat"])
+def test_help_lists_no_class_entry(name):
+    import asynchat
+
+    cls = getattr(asynchat if name == "async_chat" else asyncore, name)
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    assert "__class__" not in text
 
 
 # --------------------------------------------------------------------------

@@ -25,15 +25,7 @@ import pytest
 
 import asynchat
 import asyncore
-from support import DEADLINE, HAS_POLL
-
-LOOP_MODES = [False] + ([True] if HAS_POLL else [])
-LOOP_MODE_IDS = ["select"] + (["poll"] if HAS_POLL else [])
-
-
-@pytest.fixture(params=LOOP_MODES, ids=LOOP_MODE_IDS)
-def use_poll(request):
-    return request.param
+from support import DEADLINE, HAS_POLL, RaisingBool
 
 
 @pytest.fixture
@@ -80,11 +72,6 @@ class Duck:
 
     def handle_error(self):
         self.calls.append("error")
-
-
-class RaisingBool:
-    def __bool__(self):
-        raise RuntimeError("no truth value")
 
 
 def closed_descriptor():

@@ -23,15 +23,7 @@ import threading
 import pytest
 
 import asyncore
-from support import DEADLINE, HAS_POLL, private_map, wait_until_blocked
-
-LOOP_MODES = [False] + ([True] if HAS_POLL else [])
-LOOP_MODE_IDS = ["select"] + (["poll"] if HAS_POLL else [])
-
-
-@pytest.fixture(params=LOOP_MODES, ids=LOOP_MODE_IDS)
-def use_poll(request):
-    return request.param
+from support import DEADLINE, private_map, wait_until_blocked
 
 
 # Passes before the scenario: none (the first pass over the map) or enough

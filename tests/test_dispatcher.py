@@ -20,7 +20,6 @@ import asyncore
 from support import (
     DEADLINE,
     HAS_IPV6,
-    HAS_POLL,
     HAS_UNIX,
     HOST4,
     HOST6,
@@ -1101,14 +1100,17 @@ def test_with_send_from_socket():
 
 
 # --------------------------------------------------------------------------
-# real connections: one mixin, bound to each family and polling function
+# real connections: one mixin, bound to each family, run in each loop mode
 # --------------------------------------------------------------------------
 
 
 class _ConnectionTests:
     family = None
     host = None
-    use_poll = None
+
+    @pytest.fixture(autouse=True)
+    def _loop_mode(self, use_poll):
+        self.use_poll = use_poll
 
     def loop_until(self, predicate, map=None):
         return loop_until(predicate, map=map, use_poll=self.use_poll)
@@ -1380,22 +1382,15 @@ class _ConnectionTests:
             server.close()
 
 
-def _bind(family, host, use_poll, name):
-    attrs = {"family": family, "host": host, "use_poll": use_poll}
-    marks = []
+def _bind(family, host, name):
+    attrs = {"family": family, "host": host}
     if family == socket.AF_INET6 and not HAS_IPV6:
-        marks.append(pytest.mark.skip(reason="no IPv6 on this machine"))
-    if use_poll and not HAS_POLL:
-        marks.append(pytest.mark.skip(reason="no select.poll"))
-    if marks:
-        attrs["pytestmark"] = marks
+        attrs["pytestmark"] = [pytest.mark.skip(reason="no IPv6 on this machine")]
     return type(name, (_ConnectionTests,), attrs)
 
 
-TestConnectionIPv4Select = _bind(socket.AF_INET, HOST4, False, "TestConnectionIPv4Select")
-TestConnectionIPv4Poll = _bind(socket.AF_INET, HOST4, True, "TestConnectionIPv4Poll")
-TestConnectionIPv6Select = _bind(socket.AF_INET6, HOST6, False, "TestConnectionIPv6Select")
-TestConnectionIPv6Poll = _bind(socket.AF_INET6, HOST6, True, "TestConnectionIPv6Poll")
+TestConnectionIPv4 = _bind(socket.AF_INET, HOST4, "TestConnectionIPv4")
+TestConnectionIPv6 = _bind(socket.AF_INET6, HOST6, "TestConnectionIPv6")
 
 
 # --------------------------------------------------------------------------

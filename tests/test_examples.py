@@ -1,9 +1,7 @@
 """The documented examples in examples/ run against real loopback peers."""
 
 import http.server
-import importlib.util
 import os
-import pathlib
 import select
 import signal
 import socket
@@ -14,17 +12,17 @@ import threading
 import pytest
 
 import asyncore
-from support import DEADLINE, HAS_IPV6, HOST4, HOST6, LoopThread, loop_until, recv_exactly
-
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from support import (
+    DEADLINE,
+    EXAMPLES,
+    HAS_IPV6,
+    HOST4,
+    HOST6,
+    LoopThread,
+    load_example,
+    loop_until,
+    recv_exactly,
+)
 
 http_client = load_example("http_client")
 echo_server = load_example("echo_server")
@@ -78,7 +76,6 @@ def check_response(data, path):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 def test_http_client_fetches_a_page(http_server, use_poll, capsys):
     host, port = http_server
     client = http_client.HTTPClient(host, "/some/page", port)
@@ -133,7 +130,6 @@ def _echo_families():
     return params
 
 
-@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 @pytest.mark.parametrize("family,host", _echo_families())
 def test_echo_server_serves_several_clients(family, host, use_poll, capsys):
     server = echo_server.EchoServer(host, 0)
@@ -295,7 +291,6 @@ idle_timeout_server = load_example("idle_timeout_server")
 
 
 @pytest.mark.cyasyncore_only
-@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 def test_idle_timeout_server_closes_only_idle_connections(use_poll, capsys):
     m = {}
     server = idle_timeout_server.IdleEchoServer(HOST4, 0, idle=0.5, map=m)

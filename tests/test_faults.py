@@ -27,6 +27,8 @@ from support import (
     DEADLINE,
     HAS_POLL,
     HOST4,
+    PipeReader,
+    PipeWriter,
     connected_pair,
     listening_socket,
     loop_until,
@@ -34,14 +36,6 @@ from support import (
     recv_exactly,
     recv_until_closed,
 )
-
-LOOP_MODES = [False] + ([True] if HAS_POLL else [])
-LOOP_MODE_IDS = ["select"] + (["poll"] if HAS_POLL else [])
-
-
-@pytest.fixture(params=LOOP_MODES, ids=LOOP_MODE_IDS)
-def use_poll(request):
-    return request.param
 
 
 class Boom(Exception):
@@ -830,22 +824,6 @@ def test_channel_added_during_a_pass_waits_for_the_next(use_poll):
 # ---------------------------------------------------------------------- pipes
 
 
-class PipeReader(asyncore.file_dispatcher):
-    def __init__(self, fd, map, events):
-        self.events = events
-        asyncore.file_dispatcher.__init__(self, fd, map)
-
-    def writable(self):
-        return False
-
-    def handle_read(self):
-        self.events.append(("read", self.recv(4096)))
-
-    def handle_close(self):
-        self.events.append("close")
-        self.close()
-
-
 # The writer closed: select() reports the data, then EOF on the next pass
 # (recv returns b'' after calling handle_close).  poll() reports POLLIN|POLLHUP
 # while data remains, so the hang-up closes the channel right after the data.
@@ -868,31 +846,11 @@ def test_file_dispatcher_reads_pipe_to_eof(use_poll):
         assert chan.socket.fd == -1
 
 
-class PipeWriter(asyncore.file_dispatcher):
-    def __init__(self, fd, map, events):
-        self.events = events
-        self.pending = b"hello"
-        asyncore.file_dispatcher.__init__(self, fd, map)
-
-    def readable(self):
-        return False
-
-    def writable(self):
-        return True
-
-    def handle_write(self):
-        self.events.append(("wrote", self.send(self.pending)))
-
-    def handle_close(self):
-        self.events.append("close")
-        self.close()
-
-
 # Writing to a pipe nobody reads fails with EPIPE, which send() turns into
 # handle_close; poll() adds POLLERR, so 3.11 calls handle_close once more.
 PIPE_BROKEN = {
-    False: ["close", ("wrote", 0)],
-    True: ["close", ("wrote", 0), "close"],
+    False: ["close", ("write", 0)],
+    True: ["close", ("write", 0), "close"],
 }
 
 
@@ -901,7 +859,7 @@ def test_file_dispatcher_writing_to_a_pipe_without_reader(use_poll):
     r, w = os.pipe()
     os.close(r)
     with private_map() as m:
-        chan = PipeWriter(w, m, events)
+        chan = PipeWriter(w, m, events, pending=b"hello")
         os.close(w)
         loop_until(lambda: not m, map=m, use_poll=use_poll)
         assert events == PIPE_BROKEN[use_poll]

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 import asyncore
-from support import HAS_POLL, loop_until, private_map
+from support import PipeReader, PipeWriter, loop_until, private_map
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="file_dispatcher is POSIX only")
 
@@ -29,45 +29,6 @@ def pipe():
     yield r, w, close
     for fd in ends:
         os.close(fd)
-
-
-class PipeReader(asyncore.file_dispatcher):
-    def __init__(self, fd, map=None):
-        self.events = []
-        super().__init__(fd, map)
-
-    def writable(self):
-        return False
-
-    def handle_read(self):
-        data = self.recv(100)
-        self.events.append(("read", data))
-
-    def handle_close(self):
-        self.events.append("close")
-        self.close()
-
-
-class PipeWriter(asyncore.file_dispatcher):
-    def __init__(self, fd, map=None):
-        self.events = []
-        self.pending = b""
-        super().__init__(fd, map)
-
-    def readable(self):
-        return False
-
-    def writable(self):
-        return bool(self.pending)
-
-    def handle_write(self):
-        sent = self.send(self.pending)
-        self.events.append(("write", sent))
-        self.pending = self.pending[sent:]
-
-    def handle_close(self):
-        self.events.append("close")
-        self.close()
 
 
 # --------------------------------------------------------------------------
@@ -275,10 +236,20 @@ def test_recv_on_empty_pipe_raises_would_block(pipe):
         d.close()
 
 
-class _PipeLoopTests:
-    use_poll = None
-    # Data followed by end-of-file, as the reader's events record it.
-    data_then_eof = None
+# Data followed by end-of-file, as the reader's events record it, by use_poll.
+DATA_THEN_EOF = {
+    # select() sees end-of-file as readability: recv() gets b'' and closes.
+    False: [("read", b"hello"), "close", ("read", b"")],
+    # poll() reports data and the hang-up together: read, then handle_close.
+    True: [("read", b"hello"), "close"],
+}
+
+
+class TestPipesInTheLoop:
+    @pytest.fixture(autouse=True)
+    def _mode(self, use_poll):
+        self.use_poll = use_poll
+        self.data_then_eof = DATA_THEN_EOF[use_poll]
 
     def test_read_then_eof(self, pipe):
         r, w, close = pipe
@@ -329,15 +300,3 @@ class _PipeLoopTests:
             loop_until(lambda: "close" in reader.events, map=m, use_poll=self.use_poll)
             assert m == {}
 
-
-class TestPipesSelect(_PipeLoopTests):
-    use_poll = False
-    # select() sees end-of-file as readability: recv() gets b'' and closes.
-    data_then_eof = [("read", b"hello"), "close", ("read", b"")]
-
-
-@pytest.mark.skipif(not HAS_POLL, reason="no select.poll")
-class TestPipesPoll(_PipeLoopTests):
-    use_poll = True
-    # poll() reports data and the hang-up together: read, then handle_close.
-    data_then_eof = [("read", b"hello"), "close"]

@@ -31,9 +31,6 @@ QUIET_PASSES = 2
 # Passes of no progress at all after which a bulk transfer is declared stalled.
 STALL_PASSES = 10
 
-LOOP_MODES = [False, True] if HAS_POLL else [False]
-LOOP_MODE_IDS = ["select", "poll"] if HAS_POLL else ["select"]
-
 
 # --------------------------------------------------------------------------
 # The loop under test, driven one pass at a time
@@ -109,11 +106,6 @@ class PassDriver:
                 os.close(fd)
             except OSError:
                 pass
-
-
-@pytest.fixture(params=LOOP_MODES, ids=LOOP_MODE_IDS)
-def use_poll(request):
-    return request.param
 
 
 def kernel_set_info(map):

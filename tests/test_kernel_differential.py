@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import asynchat
 import asyncore
-from support import HAS_POLL
+from support import HAS_POLL, LOOP_MODES
 
-pytestmark = pytest.mark.cyasyncore_only
+pytestmark = [pytest.mark.cyasyncore_only, pytest.mark.compiled_only]
 
 EXAMPLES = int(os.environ.get("ASYNCORE_DIFFERENTIAL_EXAMPLES", "150"))
 
@@ -41,8 +41,8 @@ SETTINGS = settings(
 
 @pytest.fixture
 def variants(core):
-    if core != "compiled":
-        pytest.skip("drives every variant itself; runs once")
+    # Drives every variant itself, so it runs once (compiled_only).
+    assert core == "compiled"
     import _asyncore_core
     from asyncore import _core
 
@@ -187,7 +187,7 @@ def _op(world, op):
         raise AssertionError(name)
 
 
-modes = st.sampled_from([False, True] if HAS_POLL else [False])
+modes = st.sampled_from(LOOP_MODES)
 index = st.integers(0, 7)
 operations = st.one_of(
     st.tuples(st.just("pass"), index, st.integers(1, 3)),
@@ -220,7 +220,7 @@ def run_program(kinds, use_poll, ops):
         # Let everything queued go out, then record what is left.  (A mode
         # switch asks every channel again: the marker keeps it from hiding
         # a change the passes above missed.)
-        for use_poll in (False, True) if HAS_POLL else (False,):
+        for use_poll in LOOP_MODES:
             world.log.append(("flush", use_poll))
             asyncore.loop(0, use_poll, world.map, 4)
             world.drain_peers()

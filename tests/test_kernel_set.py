@@ -21,33 +21,28 @@ import pytest
 
 import asynchat
 import asyncore
-from support import DEADLINE, HAS_POLL, connected_pair, wait_until_blocked
+from support import DEADLINE, connected_pair, wait_until_blocked
 
 pytestmark = pytest.mark.cyasyncore_only
 
 PASS_TIMEOUT = 0.05
 IDLE = 300
 
-LOOP_MODES = [False, True] if HAS_POLL else [False]
-LOOP_MODE_IDS = ["select", "poll"] if HAS_POLL else ["select"]
-
 
 @pytest.fixture
 def kernel(core):
-    """The compiled core with its kernel set on; skips elsewhere."""
-    if core != "compiled":
-        pytest.skip("the kernel interest set belongs to the compiled core")
+    """The compiled core with its kernel set on; skips where there is none.
+
+    The kernel interest set belongs to the compiled core: a test taking this
+    fixture is marked ``compiled_only``, so it is collected under that core alone.
+    """
+    assert core == "compiled", "a test of the kernel set must be marked compiled_only"
     import _asyncore_core
 
     if not _asyncore_core.use_kernel_set(True):
         _asyncore_core.use_kernel_set(False)
         pytest.skip("no epoll or kqueue here")
     return _asyncore_core
-
-
-@pytest.fixture(params=LOOP_MODES, ids=LOOP_MODE_IDS)
-def use_poll(request):
-    return request.param
 
 
 class Chan(asyncore.dispatcher_with_send):
@@ -172,6 +167,7 @@ def settle(world):
     return info
 
 
+@pytest.mark.compiled_only
 def test_idle_channels_are_not_asked(world):
     info = settle(world)
     assert info["channels"] == IDLE + 2
@@ -186,6 +182,7 @@ def test_idle_channels_are_not_asked(world):
     assert world.busy.lines == [b"ping"] * 5
 
 
+@pytest.mark.compiled_only
 def test_only_a_wait_that_found_nothing_checks_registrations(world):
     # Reuse of a number behind an idle channel is looked for after quiet
     # waits only (README): a pass with an event costs no check at all.
@@ -202,6 +199,7 @@ def test_only_a_wait_that_found_nothing_checks_registrations(world):
     assert info["audited"] - before == info["in_kernel"] > IDLE
 
 
+@pytest.mark.compiled_only
 def test_backend_names_the_kernel_set(kernel):
     expected = "epoll" if os.uname().sysname == "Linux" else "kqueue"
     assert asyncore.BACKEND == kernel.backend() == expected
@@ -212,6 +210,7 @@ def test_backend_names_the_kernel_set(kernel):
         kernel.use_kernel_set(previous)
 
 
+@pytest.mark.compiled_only
 def test_overriding_channels_are_asked_every_pass(kernel, use_poll):
     m = {}
     socks = []
@@ -255,6 +254,7 @@ def _swap_class(chan):
     chan.__class__ = type("Swapped", (type(chan),), {})
 
 
+@pytest.mark.compiled_only
 @pytest.mark.parametrize("kind", [0, 1], ids=["dispatcher_with_send", "async_chat"])
 @pytest.mark.parametrize("change", [_set_connected, _set_accepting, _queue, _override, _swap_class])
 def test_a_state_change_asks_that_channel_only(world, change, kind):
@@ -266,6 +266,7 @@ def test_a_state_change_asks_that_channel_only(world, change, kind):
     assert world.info()["asked_last_pass"] == 1
 
 
+@pytest.mark.compiled_only
 def test_class_patch_asks_its_channels_only(world):
     class Patched(Chan):
         pass
@@ -285,6 +286,7 @@ def test_class_patch_asks_its_channels_only(world):
         del Patched.writable
 
 
+@pytest.mark.compiled_only
 def test_fresh_dict_each_pass_builds_no_set(kernel, use_poll):
     a, b = socket.socketpair()
     try:
@@ -303,6 +305,7 @@ def test_fresh_dict_each_pass_builds_no_set(kernel, use_poll):
         b.close()
 
 
+@pytest.mark.compiled_only
 def test_an_abandoned_map_is_collected_with_its_channels(kernel, use_poll):
     a, b = socket.socketpair()
     m = {}
@@ -320,6 +323,7 @@ def test_an_abandoned_map_is_collected_with_its_channels(kernel, use_poll):
     b.close()
 
 
+@pytest.mark.compiled_only
 def test_keys_that_are_not_descriptor_numbers_take_the_snapshot_path(kernel, use_poll):
     a, b = socket.socketpair()
     m = {}
@@ -341,6 +345,7 @@ def test_keys_that_are_not_descriptor_numbers_take_the_snapshot_path(kernel, use
         b.close()
 
 
+@pytest.mark.compiled_only
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 def test_a_forked_child_leaves_the_parents_set_alone(kernel, use_poll):
     peer, ours = connected_pair()
@@ -368,6 +373,7 @@ def test_a_forked_child_leaves_the_parents_set_alone(kernel, use_poll):
         peer.close()
 
 
+@pytest.mark.compiled_only
 def test_registration_outliving_its_descriptor_is_discarded(kernel, use_poll):
     # A pipe read through a duplicate: the duplicate is closed behind the
     # loop's back (the pipe stays open through the original), then removed
@@ -399,12 +405,12 @@ def test_registration_outliving_its_descriptor_is_discarded(kernel, use_poll):
         os.close(w)
 
 
-
 # --------------------------------------------------------------------------
 # Found in review: each of these broke an earlier version of the kernel set
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.compiled_only
 def test_a_predicate_editing_the_map_never_reaches_a_freed_channel(kernel, use_poll):
     # A predicate adds a key that is not a descriptor number (the set must
     # be rebuilt) and then deletes another channel later in the same pass.
@@ -485,6 +491,7 @@ def test_a_socket_closed_behind_the_loops_back(core, use_poll):
         b.close()
 
 
+@pytest.mark.compiled_only
 def test_a_registration_nothing_owns_does_not_cut_the_wait_short(kernel, use_poll):
     # The number is closed behind the loop's back while a duplicate keeps
     # the pipe open, then leaves the map: epoll keeps reporting the pipe.
@@ -543,6 +550,7 @@ def test_output_left_by_a_failed_send_is_still_sent(core, use_poll):
         b.close()
 
 
+@pytest.mark.compiled_only
 def test_channels_asked_in_two_threads_keep_their_notices(kernel):
     # Thread X asks P while thread Y asks Q, and X finishes first: P's later
     # state changes (made in X) must still reach the loop.  Events order the
@@ -618,6 +626,7 @@ def test_channels_asked_in_two_threads_keep_their_notices(kernel):
             s.close()
 
 
+@pytest.mark.compiled_only
 @pytest.mark.parametrize("timeout", [None, 2.0], ids=["no-timeout", "timeout"])
 def test_a_pass_in_another_thread_waits_for_channels_being_asked(kernel, timeout):
     # Thread A asks a new channel; thread B's pass meanwhile has nothing

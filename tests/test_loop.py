@@ -152,18 +152,56 @@ class EchoServer(asyncore.dispatcher):
 
 
 # --------------------------------------------------------------------------
-# the mixin
+# the passes in both loop modes
 # --------------------------------------------------------------------------
 
+# What differs between the modes, by use_poll; TestLoop puts the entries of
+# the mode under test on the instance.
+MODE_EXPECTATIONS = {
+    False: {
+        # select() reports a hang-up as readability.
+        "hangup_events": [("r", "read")],
+        # A writer whose reader went away is just writable.
+        "broken_pipe_events": [("w", "write")],
+        # read() knows no disconnects: every error goes to handle_error.
+        "disconnect_error_event": "error",
+        # All reads first, then all writes.
+        "order_for_two_ready_channels": [
+            ("a", "read"), ("b", "read"), ("a", "write"), ("b", "write"),
+        ],
+        # The write phase looks the fd up again and finds nothing.
+        "self_removal_events": [("a", "read")],
+    },
+    True: {
+        "hangup_events": [("r", "close")],
+        "broken_pipe_events": [("w", "write"), ("w", "close")],
+        # readwrite() turns a disconnect errno into handle_close.
+        "disconnect_error_event": "close",
+        # Each channel's events together.
+        "order_for_two_ready_channels": [
+            ("a", "read"), ("a", "write"), ("b", "read"), ("b", "write"),
+        ],
+        # readwrite() already holds the object: its write event still comes.
+        "self_removal_events": [("a", "read"), ("a", "write")],
+    },
+}
 
-class _LoopTests:
-    use_poll = None
-    # What a hang-up on a pipe whose writer went away looks like.
-    hangup_events = None
-    # What a writer whose reader went away sees.
-    broken_pipe_events = None
-    # The event a disconnect error (ECONNRESET) raised in a read handler leads to.
-    disconnect_error_event = None
+
+class TestLoop:
+    @pytest.fixture(autouse=True)
+    def _mode(self, use_poll):
+        self.use_poll = use_poll
+        vars(self).update(MODE_EXPECTATIONS[use_poll])
+
+    def check_closed_descriptor(self, m, log):
+        if self.use_poll:
+            self.loop(m)
+            assert log == [("gone", "close")]
+        else:
+            with pytest.raises(OSError) as info:
+                self.loop(m)
+            assert info.value.errno == errno.EBADF
+            assert log == []
 
     @property
     def poll_fun(self):
@@ -707,55 +745,22 @@ class _LoopTests:
             b.close()
 
 
-class TestSelect(_LoopTests):
-    use_poll = False
-    # select() reports a hang-up as readability.
-    hangup_events = [("r", "read")]
-    broken_pipe_events = [("w", "write")]
-    # read() knows no disconnects: every error goes to handle_error.
-    disconnect_error_event = "error"
-    # All reads first, then all writes.
-    order_for_two_ready_channels = [("a", "read"), ("b", "read"), ("a", "write"), ("b", "write")]
-    # The write phase looks the fd up again and finds nothing.
-    self_removal_events = [("a", "read")]
-
-    def check_closed_descriptor(self, m, log):
-        with pytest.raises(OSError) as info:
-            self.loop(m)
-        assert info.value.errno == errno.EBADF
-        assert log == []
-
-    def test_use_poll_false_ignores_poll_flags(self, pipes):
-        # The hang-up reaches handle_read_event, never handle_close.
-        log = []
-        r, w = pipes()
-        pipes.close(w)
-        asyncore.loop(0.01, False, {r: Channel(log, "r", writable=False)}, 1)
-        assert ("r", "close") not in log
+def test_use_poll_false_ignores_poll_flags(pipes):
+    # The hang-up reaches handle_read_event, never handle_close.
+    log = []
+    r, w = pipes()
+    pipes.close(w)
+    asyncore.loop(0.01, False, {r: Channel(log, "r", writable=False)}, 1)
+    assert ("r", "close") not in log
 
 
 @pytest.mark.skipif(not HAS_POLL, reason="no select.poll")
-class TestPoll(_LoopTests):
-    use_poll = True
-    hangup_events = [("r", "close")]
-    broken_pipe_events = [("w", "write"), ("w", "close")]
-    # readwrite() turns a disconnect errno into handle_close.
-    disconnect_error_event = "close"
-    # Each channel's events together.
-    order_for_two_ready_channels = [("a", "read"), ("a", "write"), ("b", "read"), ("b", "write")]
-    # readwrite() already holds the object: its write event still comes.
-    self_removal_events = [("a", "read"), ("a", "write")]
-
-    def check_closed_descriptor(self, m, log):
-        self.loop(m)
-        assert log == [("gone", "close")]
-
-    def test_poll3_is_the_same_pass(self, pipes):
-        log = []
-        r, w = pipes()
-        pipes.close(w)
-        asyncore.poll3(0.01, {r: Channel(log, "r", writable=False)})
-        assert log == [("r", "close")]
+def test_poll3_is_the_same_pass(pipes):
+    log = []
+    r, w = pipes()
+    pipes.close(w)
+    asyncore.poll3(0.01, {r: Channel(log, "r", writable=False)})
+    assert log == [("r", "close")]
 
 
 # --------------------------------------------------------------------------
@@ -763,8 +768,8 @@ class TestPoll(_LoopTests):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("use_poll,name", [(False, "poll"), (True, "poll2")])
-def test_loop_calls_a_replaced_pass(monkeypatch, socketpairs, use_poll, name):
+def test_loop_calls_a_replaced_pass(monkeypatch, socketpairs, use_poll):
+    name = "poll2" if use_poll else "poll"
     original = getattr(asyncore, name)
     calls = []
 

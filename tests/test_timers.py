@@ -499,9 +499,8 @@ def test_many_timers_run_in_deadline_order_after_cancels_and_resets(tmap, use_po
     assert deadlines == sorted(deadlines)
 
 
-def test_compiled_core_has_the_compiled_timer_queue(core):
-    if core != "compiled":
-        pytest.skip("the compiled core's own unit")
+@pytest.mark.compiled_only
+def test_compiled_core_has_the_compiled_timer_queue():
     import _asyncore_timers
 
     assert asyncore._impl.timers is _asyncore_timers

@@ -16,7 +16,7 @@ __all__ = [
     "POLLIN",
     "POLLPRI",
     "POLLOUT",
-    "POLLCLOSE",
+    "POLL_CLOSE",
 ]
 
 
@@ -50,7 +50,7 @@ POLLERR = getattr(select, "POLLERR", 0x008)
 POLLHUP = getattr(select, "POLLHUP", 0x010)
 POLLNVAL = getattr(select, "POLLNVAL", 0x020)
 # Any of these after a poll means the channel is finished.
-POLLCLOSE = POLLHUP | POLLERR | POLLNVAL
+POLL_CLOSE = POLLHUP | POLLERR | POLLNVAL
 
 # CPython's own words when a timeout overflows its internal time type; the
 # type was renamed in 3.13, and the message with it.

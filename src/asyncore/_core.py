@@ -16,7 +16,6 @@ import sys
 # What every core must provide (checked by the tests).
 EXPORTS = (
     "NAME",
-    "HAS_POLL",
     "backend",
     "read",
     "write",

@@ -22,7 +22,7 @@ import time
 from . import _timers_py as timers
 from ._common import (
     DISCONNECTED,
-    POLLCLOSE,
+    POLL_CLOSE,
     POLLERR,
     POLLHUP,
     POLLIN,
@@ -50,9 +50,9 @@ def backend():
 
 # What select() would report, in poll(2)'s vocabulary (Linux fs/select.c):
 # a hang-up or error makes a descriptor readable; an error makes it writable.
-_SELECT_READ = POLLIN | POLLHUP | POLLERR
-_SELECT_WRITE = POLLOUT | POLLERR
-_SELECT_EXCEPT = POLLPRI
+SELECT_READ = POLLIN | POLLHUP | POLLERR
+SELECT_WRITE = POLLOUT | POLLERR
+SELECT_EXCEPT = POLLPRI
 
 # poll(2) takes an int of milliseconds; a longer select() timeout is waited
 # in passes of at most this, which loop() cannot tell apart.
@@ -100,7 +100,7 @@ def readwrite(obj, flags):
             obj.handle_write_event()
         if flags & POLLPRI:
             obj.handle_expt_event()
-        if flags & POLLCLOSE:
+        if flags & POLL_CLOSE:
             obj.handle_close()
     except OSError as err:
         # A vanished peer is an ordinary close; anything else is a fault.
@@ -217,9 +217,9 @@ def _wait_poll(r, w, e, timeout, map=None):
                 del ready[fd]
                 pollster.unregister(fd)
         found = (
-            [key for key in r if ready.get(fds[key], 0) & _SELECT_READ],
-            [key for key in w if ready.get(fds[key], 0) & _SELECT_WRITE],
-            [key for key in e if ready.get(fds[key], 0) & _SELECT_EXCEPT],
+            [key for key in r if ready.get(fds[key], 0) & SELECT_READ],
+            [key for key in w if ready.get(fds[key], 0) & SELECT_WRITE],
+            [key for key in e if ready.get(fds[key], 0) & SELECT_EXCEPT],
         )
         if any(found):
             return found

@@ -6,10 +6,6 @@
 #include <errno.h>
 #include <string.h>
 
-#ifndef CYASYNCORE_DEBUG
-#define CYASYNCORE_DEBUG 0
-#endif
-
 #ifdef _WIN32
 /* Windows: no poll(2) worth using (WSAPoll misses failed connects), so the
  * core waits through Python's select module; these stubs only let it compile. */

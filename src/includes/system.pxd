@@ -1,7 +1,6 @@
 # C declarations the compiled core needs: the platform layer in compat.h.
 
 cdef extern from "compat.h" nogil:
-    const int CYASYNCORE_DEBUG
     const int CYA_HAVE_POLL
     const short CYA_POLLIN
     const short CYA_POLLPRI

@@ -17,10 +17,9 @@ import tracemalloc
 import weakref
 
 import _measure
-import pytest
 
 import asyncore
-from support import HAS_POLL, HOST4
+from support import HOST4
 
 CYCLES = int(os.environ.get("ASYNCORE_STRESS_CYCLES", "100000"))
 IN_FLIGHT = 64
@@ -154,9 +153,6 @@ def run_cycles(count, use_poll):
     return tally
 
 
-@pytest.mark.parametrize(
-    "use_poll", [False] + ([True] if HAS_POLL else []), ids=lambda p: "poll" if p else "select"
-)
 def test_connect_close_cycles(use_poll, core):
     started_tracing = not tracemalloc.is_tracing()
     if started_tracing:

@@ -22,11 +22,10 @@ import tracemalloc
 import weakref
 
 import _measure
-import pytest
 
 import asynchat
 import asyncore
-from support import HAS_POLL, HOST4
+from support import HOST4
 
 ROUND_TRIPS = int(os.environ.get("ASYNCORE_STRESS_ROUND_TRIPS", "1000000"))
 CONNS_PER_KIND = 32
@@ -129,9 +128,6 @@ def run_echo(rounds_per_conn, use_poll):
     return json.loads(out), handlers
 
 
-@pytest.mark.parametrize(
-    "use_poll", [False] + ([True] if HAS_POLL else []), ids=lambda p: "poll" if p else "select"
-)
 def test_echo_round_trips(use_poll, core):
     conns = 2 * CONNS_PER_KIND
     started_tracing = not tracemalloc.is_tracing()
