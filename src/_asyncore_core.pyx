@@ -2096,7 +2096,6 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
     cdef _Buffers buf
     cdef _Ready *ready
     cdef Py_ssize_t n, i
-    cdef PyObject *found
     cdef double deadline = 0.0
     tq = _tq(map)
     if tq is not None:
@@ -2276,7 +2275,8 @@ cdef object _terminator_of(object chan):
     """chan.get_terminator(), read directly when it is our own method."""
     cdef PyObject *found
     if _py_get_terminator is not None and _PyType_Lookup(
-            _type_of(<PyObject *>chan), <PyObject *>S_GET_TERMINATOR) == <PyObject *>_py_get_terminator:
+            _type_of(<PyObject *>chan), <PyObject *>S_GET_TERMINATOR) \
+            == <PyObject *>_py_get_terminator:
         found = PyDict_GetItemWithError(_instance_dict(chan), S_GET_TERMINATOR)
         if found == NULL:
             return chan.terminator
@@ -2712,7 +2712,8 @@ cdef object _fifo_of(object self):
     """self.producer_fifo, without telling the loop (our methods tell it themselves)."""
     cdef PyObject *found
     if _d_producer_fifo is not None and _PyType_Lookup(
-            _type_of(<PyObject *>self), <PyObject *>S_PRODUCER_FIFO) == <PyObject *>_d_producer_fifo:
+            _type_of(<PyObject *>self), <PyObject *>S_PRODUCER_FIFO) \
+            == <PyObject *>_d_producer_fifo:
         found = PyDict_GetItemWithError(_instance_dict(self), S_PRODUCER_FIFO)
         if found != NULL:
             return <object>found
@@ -2798,8 +2799,8 @@ class async_chat:
     """Compiled methods of asynchat.async_chat."""
 
     def handle_read(self):
-        if _PyType_Lookup(
-                _type_of(<PyObject *>self), <PyObject *>S_AC_IN_BUFFER) != <PyObject *>_ac_in_buffer:
+        if _PyType_Lookup(_type_of(<PyObject *>self), <PyObject *>S_AC_IN_BUFFER) \
+                != <PyObject *>_ac_in_buffer:
             return _py_chat_handle_read(self)
         try:
             data = self.recv(self.ac_in_buffer_size)

@@ -10,10 +10,10 @@ callbacks (README, "Differences from 3.11").
 import re
 import socket
 
-import asynchat
-import asyncore
 import pytest
 
+import asynchat
+import asyncore
 from support import DEADLINE, loop_until, private_map
 
 
