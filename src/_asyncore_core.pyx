@@ -728,6 +728,7 @@ cdef extern from "Python.h":
         void *tp_setattro
         void *tp_descr_get
         void *tp_descr_set
+        Py_ssize_t tp_dictoffset
     int PyUnstable_Type_AssignVersionTag(PyTypeObject *t)
     PyObject *_PyType_Lookup(PyTypeObject *t, PyObject *name)
     PyObject *PyObject_GenericGetAttr(PyObject *o, PyObject *name)
@@ -844,6 +845,13 @@ cdef int _set_stored(object obj, object storage, PyObject *value) except -1:
 
 
 cdef inline dict _instance_dict(object obj):
+    return <dict>PyObject_GenericGetDict(obj, NULL)
+
+
+cdef inline dict _dict_or_none(object obj):
+    """obj's instance __dict__, or None for an object that has none (no exception)."""
+    if _type_of(<PyObject *>obj).tp_dictoffset == 0:
+        return None
     return <dict>PyObject_GenericGetDict(obj, NULL)
 
 
@@ -2271,20 +2279,36 @@ cdef inline object _piece(object buf, Py_ssize_t start, Py_ssize_t end):
     return buf[start:end]
 
 
-cdef object _terminator_of(object chan):
-    """chan.get_terminator(), read directly when it is our own method."""
+cdef object _terminator_of(object chan, dict d):
+    """chan.get_terminator(), read directly when it is our own method.
+
+    ``d`` is chan's instance __dict__ (see _input_dict), or None.
+    """
     cdef PyObject *found
-    if _py_get_terminator is not None and _PyType_Lookup(
-            _type_of(<PyObject *>chan), <PyObject *>S_GET_TERMINATOR) \
-            == <PyObject *>_py_get_terminator:
-        found = PyDict_GetItemWithError(_instance_dict(chan), S_GET_TERMINATOR)
-        if found == NULL:
-            return chan.terminator
+    cdef PyTypeObject *tp = _type_of(<PyObject *>chan)
+    if d is not None and _py_get_terminator is not None and _PyType_Lookup(
+            tp, <PyObject *>S_GET_TERMINATOR) == <PyObject *>_py_get_terminator \
+            and PyDict_GetItemWithError(d, S_GET_TERMINATOR) == NULL:
+        # Its body is ``return self.terminator``; an instance value under
+        # that name is what attribute lookup finds, unless the class has a
+        # data descriptor there.
+        found = PyDict_GetItemWithError(d, S_TERMINATOR)
+        if found != NULL and not _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_TERMINATOR)):
+            return <object>found
+        return chan.terminator
     return chan.get_terminator()
+
+
+cdef inline bint _is_data_descriptor(PyObject *found) noexcept:
+    return found != NULL and _type_of(found).tp_descr_set != NULL
 
 
 cdef object S_AC_IN = "_ac_in"
 cdef object S_AC_POS = "_ac_pos"
+
+
+cdef PyTypeObject *_input_type = NULL
+cdef unsigned int _input_tag = 0
 
 
 cdef dict _input_dict(object chan):
@@ -2294,19 +2318,21 @@ cdef dict _input_dict(object chan):
     class with the generic attribute methods and no data descriptor of
     either name; any other object (asynchat's _PlainInput) gets getattr.
     """
+    global _input_type, _input_tag
     cdef PyTypeObject *tp = _type_of(<PyObject *>chan)
-    cdef PyObject *found
+    if tp == _input_type and _input_tag != 0 and tp.tp_version_tag == _input_tag:
+        return _dict_or_none(chan)
     if tp.tp_getattro != <void *>PyObject_GenericGetAttr \
             or tp.tp_setattro != <void *>PyObject_GenericSetAttr:
         return None
-    for name in (S_AC_IN, S_AC_POS):
-        found = _PyType_Lookup(tp, <PyObject *>name)
-        if found != NULL and _type_of(found).tp_descr_set != NULL:
-            return None
-    try:
-        return _instance_dict(chan)
-    except AttributeError:
+    if _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_AC_IN)) \
+            or _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_AC_POS)):
         return None
+    # The verdict holds while the class is unchanged (version tags are never reused).
+    if PyUnstable_Type_AssignVersionTag(tp):
+        _input_type = tp
+        _input_tag = tp.tp_version_tag
+    return _dict_or_none(chan)
 
 
 cdef inline object _in_get(object chan, dict d, object name):
@@ -2350,7 +2376,7 @@ def chat_consume(chan, data):
     pos = 0
     while len(buf) > pos:
         lb = len(buf) - pos
-        terminator = _terminator_of(chan)
+        terminator = _terminator_of(chan, d)
         if not terminator:
             _in_set(chan, d, buf, pos)
             shown, shown_pos = buf, pos
@@ -2714,9 +2740,11 @@ cdef object _fifo_of(object self):
     if _d_producer_fifo is not None and _PyType_Lookup(
             _type_of(<PyObject *>self), <PyObject *>S_PRODUCER_FIFO) \
             == <PyObject *>_d_producer_fifo:
-        found = PyDict_GetItemWithError(_instance_dict(self), S_PRODUCER_FIFO)
-        if found != NULL:
-            return <object>found
+        d = _dict_or_none(self)
+        if d is not None:
+            found = PyDict_GetItemWithError(d, S_PRODUCER_FIFO)
+            if found != NULL:
+                return <object>found
     return self.producer_fifo
 
 
@@ -2731,20 +2759,13 @@ cdef bint _own_method(object self, object name, object func) except -1:
     """Whether self.<name> is func: ours on the class, nothing on the instance."""
     if _PyType_Lookup(_type_of(<PyObject *>self), <PyObject *>name) != <PyObject *>func:
         return False
-    try:
-        d = _instance_dict(self)
-    except AttributeError:
-        return True
-    return PyDict_GetItemWithError(d, name) == NULL
+    d = _dict_or_none(self)
+    return d is None or PyDict_GetItemWithError(d, name) == NULL
 
 
 cdef int _initiate(object self, object fifo) except -1:
     """The body of async_chat.initiate_send (see the Python original)."""
-    cdef dict d = None
-    try:
-        d = _instance_dict(self)
-    except AttributeError:
-        pass
+    cdef dict d = _dict_or_none(self)
     while fifo and _state(self, S_CONNECTED, _d_connected, d):
         first = fifo[0]
         if not first:
