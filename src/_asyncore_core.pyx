@@ -56,7 +56,9 @@ cdef extern from "sockio.h":
     int cya_fast_fd(object sock)
     int cya_sock_fd(object sock)
     Py_ssize_t cya_send_raw(int fd, object data, Py_ssize_t most, int *err)
-    void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset)
+    void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset,
+                           object recv_name, object send_name, object recv_method,
+                           object send_method)
     bint cya_sockio_enabled()
     int cya_peek_int(object o, Py_ssize_t offset)
     long long cya_peek_int64(object o, Py_ssize_t offset)
@@ -2517,6 +2519,9 @@ cdef object S_INITIATE_SEND = "initiate_send"
 cdef object _EMPTY = b""
 
 
+cdef tuple _sockio_keep = None     # what sockio.h holds borrowed: see _probe_sockets
+
+
 cdef int _probe_sockets() except -1:
     """Find where a socket object keeps its descriptor and timeout (see sockio.h).
 
@@ -2525,6 +2530,7 @@ cdef int _probe_sockets() except -1:
     in nanoseconds, for several values.  Anything unexpected leaves the
     direct calls off, and every socket then goes through its methods.
     """
+    global _sockio_keep
     cdef Py_ssize_t fd_at = sizeof(PyObject)
     cdef Py_ssize_t at, found = -1
     if os.name == "nt" or not hasattr(socket, "AF_INET"):
@@ -2552,7 +2558,10 @@ cdef int _probe_sockets() except -1:
                     found = at
             at += 8
     if found != -1:
-        cya_sockio_enable(<PyTypeObject *>socket.socket, fd_at, found)
+        _sockio_keep = (sys.intern("recv"), sys.intern("send"),
+                        base.__dict__["recv"], base.__dict__["send"])
+        cya_sockio_enable(<PyTypeObject *>socket.socket, fd_at, found, _sockio_keep[0],
+                          _sockio_keep[1], _sockio_keep[2], _sockio_keep[3])
     return 0
 
 

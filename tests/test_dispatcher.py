@@ -1430,3 +1430,44 @@ def test_send_on_socketpair_after_peer_closed():
         assert d.events == ["handle_close"]
     finally:
         d.close()
+
+
+class TestSocketMethodsReplaced:
+    """A test double that replaces socket.socket's recv/send is called, as in 3.11.
+
+    (The compiled core reaches a plain socket's descriptor directly; that
+    must never bypass a replacement.)
+    """
+
+    def test_replaced_recv_and_send_are_called(self, monkeypatch):
+        calls = []
+        real_recv, real_send = socket.socket.recv, socket.socket.send
+
+        def recv(sock, n, *args):
+            calls.append(("recv", n))
+            return real_recv(sock, n, *args)
+
+        def send(sock, data, *args):
+            calls.append(("send", bytes(data)))
+            return real_send(sock, data, *args)
+
+        class Echo(asyncore.dispatcher_with_send):
+            def handle_read(self):
+                data = self.recv(100)
+                if data:
+                    self.send(data)
+
+        ours, peer = socket.socketpair()
+        with peer:
+            peer.settimeout(DEADLINE)
+            monkeypatch.setattr(socket.socket, "recv", recv)
+            monkeypatch.setattr(socket.socket, "send", send)
+            chan = Echo(ours)
+            try:
+                peer.sendall(b"ping")
+                loop_until(lambda: ("send", b"ping") in calls)
+            finally:
+                chan.close()
+                monkeypatch.undo()
+            assert peer.recv(4) == b"ping"
+        assert ("recv", 100) in calls

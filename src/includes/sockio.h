@@ -48,29 +48,63 @@ static long long cya_peek_int64(PyObject *o, Py_ssize_t offset)
     return (long long)v;
 }
 
-static void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset)
+/* The names "recv" and "send" (interned) and the socket type's own methods
+ * of those names: a program or test that replaces socket.socket.recv or
+ * .send (mock.patch does) gets its replacement called, as always. */
+static PyObject *cya_recv_name = NULL, *cya_send_name = NULL;
+static PyObject *cya_recv_method = NULL, *cya_send_method = NULL;
+
+static void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset,
+                              PyObject *recv_name, PyObject *send_name,
+                              PyObject *recv_method, PyObject *send_method)
 {
 #ifndef _WIN32
-    cya_socket_type = type;
+    /* References the core keeps alive (module globals) for as long as it lives. */
+    cya_recv_name = recv_name;
+    cya_send_name = send_name;
+    cya_recv_method = recv_method;
+    cya_send_method = send_method;
     cya_fd_offset = fd_offset;
     cya_timeout_offset = timeout_offset;
+    cya_socket_type = type;
 #else
     (void)type; (void)fd_offset; (void)timeout_offset;
+    (void)recv_name; (void)send_name; (void)recv_method; (void)send_method;
 #endif
 }
 
 static int cya_sockio_enabled(void) { return cya_socket_type != NULL; }
 
-/* The descriptor of a socket the direct calls may use, or -2: take the method.
- * (A closed socket's descriptor is -1, which the system call answers with
- * EBADF, as the method would.) */
-static int cya_fast_fd(PyObject *sock)
+/* The descriptor of a socket the direct calls may use for the method called
+ * name (whose original is method), or -2: call the method.  (A closed
+ * socket's descriptor is -1, which the system call answers with EBADF, as
+ * the method would.) */
+/* socket.socket's version tag when both methods were last found to be the
+ * originals: it changes whenever the class is modified. */
+static unsigned int cya_methods_tag = 0;
+
+static int cya_fast_fd_for(PyObject *sock, PyObject *name, PyObject *method)
 {
-    if (cya_socket_type == NULL || Py_TYPE(sock) != cya_socket_type)
+    PyTypeObject *type = cya_socket_type;
+    if (type == NULL || Py_TYPE(sock) != type)
         return -2;
     if (cya_peek_int64(sock, cya_timeout_offset) != 0)
         return -2;
+    if (cya_methods_tag == 0 || type->tp_version_tag != cya_methods_tag) {
+        if (_PyType_Lookup(type, name) != method)
+            return -2;
+        if (_PyType_Lookup(type, cya_recv_name) == cya_recv_method
+                && _PyType_Lookup(type, cya_send_name) == cya_send_method
+                && PyUnstable_Type_AssignVersionTag(type))
+            cya_methods_tag = type->tp_version_tag;
+    }
     return cya_peek_int(sock, cya_fd_offset);
+}
+
+/* As cya_fast_fd_for, for send(). */
+static int cya_fast_fd(PyObject *sock)
+{
+    return cya_fast_fd_for(sock, cya_send_name, cya_send_method);
 }
 
 /* obj.<name>(arg), the way every other socket is served. */
@@ -97,7 +131,7 @@ static int cya_sock_fd(PyObject *sock)
 static PyObject *cya_sock_recv(PyObject *sock, PyObject *size)
 {
 #ifndef _WIN32
-    int fd = cya_fast_fd(sock);
+    int fd = cya_fast_fd_for(sock, cya_recv_name, cya_recv_method);
     if (fd != -2 && PyLong_CheckExact(size)) {
         int overflow = 0;
         long n = PyLong_AsLongAndOverflow(size, &overflow);
