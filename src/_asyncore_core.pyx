@@ -75,7 +75,6 @@ cdef extern from "Python.h":
     PyObject *PyDict_GetItemWithError(object d, object k) except? NULL
 
 NAME = "compiled"
-HAS_POLL = bool(CYA_HAVE_POLL)
 
 # What select() would report, in poll(2)'s vocabulary: see _core_py.
 cdef short SELECT_READ = CYA_POLLIN | CYA_POLLHUP | CYA_POLLERR
@@ -2400,11 +2399,11 @@ def chat_consume(chan, data):
                 n = max(terminator, -lb - 1)
                 _in_set(chan, d, buf, pos)
                 shown, shown_pos = buf, pos
-                chan.collect_incoming_data(buf[pos:pos + _count(n, lb)])
+                chan.collect_incoming_data(buf[pos:pos + _span(n, lb)])
                 buf = _in_get(chan, d, S_AC_IN)
                 pos = _in_get(chan, d, S_AC_POS)
                 shown, shown_pos = buf, pos
-                pos = min(pos + _count_obj(terminator, len(buf) - pos), len(buf))
+                pos = min(pos + _span_obj(terminator, len(buf) - pos), len(buf))
                 _in_set(chan, d, buf, pos)
                 shown, shown_pos = buf, pos
                 chan.terminator = 0
@@ -2450,13 +2449,13 @@ def chat_consume(chan, data):
         _in_set(chan, d, buf, pos)
 
 
-cdef inline Py_ssize_t _count(Py_ssize_t n, Py_ssize_t available) noexcept:
+cdef inline Py_ssize_t _span(Py_ssize_t n, Py_ssize_t available) noexcept:
     # A negative count slices from the end, as 3.11's rest[:n] did.
     return n if n >= 0 else max(available + n, 0)
 
 
-cdef Py_ssize_t _count_obj(object n, Py_ssize_t available) except -1:
-    # _count for a Python int of any size (the handler may have changed the
+cdef Py_ssize_t _span_obj(object n, Py_ssize_t available) except -1:
+    # _span for a Python int of any size (the handler may have changed the
     # buffer, so the clamp used before the callback does not apply).
     if n >= 0:
         return min(n, available)
