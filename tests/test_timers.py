@@ -441,8 +441,10 @@ def wait_kind(request, core, tmap, idle_channel, use_poll):
 
 
 @MODES
-def test_first_hand_over_wakes_a_loop_already_waiting(tmap, idle_channel, use_poll, wait_kind, core):
-    """No wake-up descriptor exists when the loop starts its 60 s wait: the first hand-over ends it."""
+def test_first_hand_over_wakes_a_loop_already_waiting(
+    tmap, idle_channel, use_poll, wait_kind, core
+):
+    """No wake-up descriptor when the loop starts its 60 s wait: the first hand-over ends it."""
     if core == "pure":
         # CPython's select() and poll() retry after a signal in any thread
         # but the main one, and no descriptor can join a wait under way:
