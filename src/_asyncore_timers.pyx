@@ -34,6 +34,7 @@ cdef extern from "wake.h" nogil:
         pass
     int cya_wait_begin(const void *map)
     void cya_wait_end(int slot)
+    void cya_wait_reset()
     void cya_wait_mark(int slot)
     int cya_wait_kicked(int slot)
     int cya_kick(const void *map, cya_kicks *k)
@@ -598,6 +599,8 @@ def close_timers(map):
 def _after_fork():
     global _lock
     _lock = threading.Lock()
+    # The parent's waiting threads are not in the child: never signal them.
+    cya_wait_reset()
     for q in list(_active.values()):
         if (<TimerQueue>q).wake >= 0:
             (<TimerQueue>q).close_wake()

@@ -18,6 +18,7 @@ static void cya_wake_signal(int w) { (void)w; }
 static void cya_wake_drain(int r) { (void)r; }
 static int cya_wait_begin(const void *map) { (void)map; return -1; }
 static void cya_wait_end(int slot) { (void)slot; }
+static void cya_wait_reset(void) { }
 static void cya_wait_mark(int slot) { (void)slot; }
 static int cya_wait_kicked(int slot) { (void)slot; return 0; }
 static int cya_kick(const void *map, cya_kicks *k) { (void)map; (void)k; return 0; }
@@ -119,6 +120,12 @@ static void cya_wait_end(int slot)
 {
     if (slot >= 0)
         cya_waiters[slot].map = NULL;
+}
+
+/* In a forked child: only the forking thread is left, and it was not waiting. */
+static void cya_wait_reset(void)
+{
+    memset(cya_waiters, 0, sizeof cya_waiters);
 }
 
 static void cya_wait_mark(int slot)
