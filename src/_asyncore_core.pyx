@@ -404,6 +404,11 @@ cdef inline TimerQueue _tq(object map):
     """The map's timer queue, or None (always None without timers)."""
     if not _tactive:
         return None
+    return _tq_lookup(map)
+
+
+cdef TimerQueue _tq_lookup(object map):
+    # Out of line: the test above is all a program without timers runs.
     return <TimerQueue>_tactive.get(id(map))
 
 
