@@ -34,6 +34,7 @@ from model import (
     BENCH,
     IMPL_BY_NAME,
     IMPLEMENTATIONS,
+    SWEEP_PHASE_MS,
     VENV_CY,
     VENV_PYASYNCORE,
     Record,
@@ -58,8 +59,9 @@ class Settings:
     def describe(self) -> str:
         return (f"{self.name}: {self.warmups} warm-up run of {self.warmup_ms} ms + "
                 f"{self.runs} measured runs of {self.phase_ms} ms per cell, in a fresh server "
-                f"(slow send: one transfer per run); at most {self.setup_budget:.0f} s to "
-                f"open the idle connections")
+                f"(slow send: one transfer per run; timers: runs of at least "
+                f"{SWEEP_PHASE_MS} ms, so that each holds one sweep of the map); at most "
+                f"{self.setup_budget:.0f} s to open the idle connections")
 
 
 QUICK = Settings("quick", warmups=1, warmup_ms=100, runs=3, phase_ms=150, setup_budget=8)
@@ -315,7 +317,8 @@ def main(argv=None) -> int:
                     records.append(Record(impl.name, scenario, "failed", broken[impl.name]))
                 else:
                     records.append(measure.run(impl, scenario, settings.warmups,
-                                               settings.runs, settings.phase_ms,
+                                               settings.runs,
+                                               max(settings.phase_ms, scenario.min_phase_ms),
                                                settings.warmup_ms, settings.setup_budget))
                 records[-1].seconds = time.monotonic() - cell_start
                 progress.done += 1

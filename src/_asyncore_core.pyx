@@ -47,6 +47,16 @@ from includes.system cimport (
     cya_kset_open,
     cya_kset_set,
     cya_kset_wait,
+    cya_kset_add_once,
+)
+# Timers (issue 14): the queues' C methods, called from the passes.
+from _asyncore_timers cimport (
+    TimerQueue,
+    has_live,
+    kicked,
+    set_kset_hook,
+    wait_begin,
+    wait_end,
 )
 
 # recv() and send() on a socket's descriptor (issue 11; see the methods below).
@@ -98,7 +108,6 @@ cdef object RERAISED = None
 cdef object DISCONNECTED = None
 cdef object PYTIME_TOO_LARGE = None
 cdef object _pure = None
-cdef object _talive = None
 
 
 # ---------------------------------------------------------------- dispatch
@@ -314,23 +323,32 @@ cdef inline int _ms_left(double deadline) noexcept:
     return <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
 
 
-cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
-    """poll(2) with the GIL released; EINTR runs signal handlers and retries."""
+cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms, int slot=-1) except -1:
+    """poll(2) with the GIL released; EINTR runs signal handlers and retries.
+
+    slot: the wait's registration for a first hand-over (see _pass_wait),
+    which ends it as a timeout would.
+    """
     cdef int ready
-    cdef int err
+    cdef int err = 0
     cdef double deadline = 0.0
     if ms > 0:
         deadline = _deadline(ms)
     while True:
         with nogil:
-            ready = cya_poll(pfd, <unsigned long>count, ms)
-            err = errno
+            if slot >= 0 and kicked(slot):
+                ready = 0
+            else:
+                ready = cya_poll(pfd, <unsigned long>count, ms)
+                err = errno
         if ready >= 0:
             return ready
         if err != EINTR:
             raise OSError(err, os.strerror(err))
         # A handler that raises ends the wait, as it does in select.select().
         PyErr_CheckSignals()
+        if slot >= 0 and kicked(slot):
+            return 0
         if ms > 0:
             ms = _ms_left(deadline)
 
@@ -395,35 +413,75 @@ def poll(timeout, map):
 cdef dict _tactive = None
 
 
-cdef inline object _tq(object map):
+cdef inline TimerQueue _tq(object map):
     """The map's timer queue, or None (always None without timers)."""
     if not _tactive:
         return None
-    return _tactive.get(id(map))
+    return _tq_lookup(map)
+
+
+cdef TimerQueue _tq_lookup(object map):
+    # Out of line: the test above is all a program without timers runs.
+    return <TimerQueue>_tactive.get(id(map))
 
 
 cdef int _run_timers(object map) except -1:
     """Run the map's due timers and hand-overs, after the pass's I/O."""
-    tq = _tq(map)
+    cdef TimerQueue tq = _tq(map)
     if tq is not None:
-        tq.run()
+        tq.run_due()
     return 0
 
 
 cdef int _idle_pass(object timeout, object map) except -1:
     """A select-style pass over an empty map that has timers."""
-    tq = _tq(map)
+    cdef TimerQueue tq = _tq(map)
     if tq is not None:
-        tq.sleep(timeout)
-        tq.run()
+        tq.idle_wait(timeout)
+        tq.run_due()
     return 0
 
 
-cdef int _wake_fd(object tq) except -2:
+cdef inline int _wake_fd(TimerQueue tq) noexcept:
     return -1 if tq is None else tq.wake
 
 
-cdef int _wait_with_wake(int kfd, object tq, int ms) except -1:
+cdef int _pass_wait(object map, int wake, cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
+    """A snapshot pass's wait.
+
+    Without the map's wake-up descriptor (wake < 0), a blocking wait is
+    registered, so that the first hand-over can end it (_asyncore_timers).
+    """
+    cdef int slot
+    if wake >= 0 or ms == 0:
+        return _wait(pfd, count, ms)
+    slot = wait_begin(map)
+    try:
+        return _wait(pfd, count, ms, slot)
+    finally:
+        wait_end(slot)
+
+
+cdef int _kset_add_wake(object map, int fd) except -1:
+    """The first hand-over to map: add its wake-up descriptor to the map's live kernel set.
+
+    Once: a pass waiting on the set ends (the descriptor is ready), and
+    reg.wait passes over the event (SIDE_SERIAL, no entry); later passes
+    watch the descriptor themselves (_wait_with_wake).
+    """
+    cdef PyObject *found
+    cdef _KSet kset
+    if not _kset_on or type(map) is not dict:
+        return 0
+    found = PyDict_GetItemWithError(_registries, PyLong_FromVoidPtr(<void *>map))
+    if found != NULL:
+        kset = (<_Registry>found).kset
+        if kset is not None:
+            cya_kset_add_once(kset.kfd, fd, SIDE_SERIAL)
+    return 0
+
+
+cdef int _wait_with_wake(int kfd, TimerQueue tq, int ms) except -1:
     """Wait on a kernel set's descriptor and the wake-up descriptor; drain a wake-up."""
     cdef cya_pollfd pfd[2]
     pfd[0].fd = kfd
@@ -434,7 +492,7 @@ cdef int _wait_with_wake(int kfd, object tq, int ms) except -1:
     pfd[1].revents = 0
     _wait(pfd, 2, ms)
     if pfd[1].revents:
-        tq.drain()
+        tq.drain_wake()
     return 0
 
 
@@ -444,6 +502,7 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
     cdef unsigned char want
     cdef double deadline = 0.0
     cdef int wake = -1
+    cdef TimerQueue tq
     cdef _Registry reg = _registry_for(map)
     if reg is not None:
         reg.sync(map, MODE_SELECT)
@@ -472,7 +531,7 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
                 m += 1
         if m == 0:
             if tq is not None:
-                tq.sleep(timeout)
+                tq.idle_wait(timeout)
             else:
                 time.sleep(timeout)
             return 0
@@ -505,14 +564,14 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
         if ms > 0:
             deadline = _deadline(ms)
         while True:
-            if _wait(p.pfd, m + (wake >= 0), ms) == 0:
+            if _pass_wait(map, wake, p.pfd, m + (wake >= 0), ms) == 0:
                 return 0
             _drop_closed_during_wait(p, m, map)
             if _select_would_report(p, m):
                 break
             if wake >= 0 and p.pfd[m].revents:
                 # Timers: only a hand-over woke the wait.
-                tq.drain()
+                tq.drain_wake()
                 return 0
             # poll(2) reports a hang-up or error on a descriptor that select()
             # was not asked about for reading (or writing): select() would go
@@ -605,6 +664,7 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
     cdef dict seen = None
     cdef _Registry reg
     cdef int wake = -1
+    cdef TimerQueue tq
     original = timeout
     if timeout is not None:
         timeout = int(timeout * 1000)
@@ -660,10 +720,10 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
             # Nothing can ever end this wait: 3.11 hung here for good.  Fail
             # the way the select-style pass does with nothing to wait for.
             time.sleep(original)
-        if _wait(p.pfd, m + (wake >= 0), ms) == 0:
+        if _pass_wait(map, wake, p.pfd, m + (wake >= 0), ms) == 0:
             return 0
         if wake >= 0 and p.pfd[m].revents:
-            tq.drain()
+            tq.drain_wake()
         for j in range(m):
             if p.pfd[j].revents:
                 # Looked up by descriptor number, as 3.11's poll object returned it.
@@ -2020,10 +2080,10 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
     cdef int ms
     cdef double deadline = 0.0
     cdef PyObject *found
-    tq = _tq(map)
+    cdef TimerQueue tq = _tq(map)
     if reg.n_select == 0 and reg.in_flight == 0:
         if tq is not None:
-            tq.sleep(timeout)
+            tq.idle_wait(timeout)
         else:
             time.sleep(timeout)
         return 0
@@ -2073,6 +2133,8 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
                 break
             if ms > 0:
                 ms = _ms_left(deadline)
+            # Timers: what woke us may be a first hand-over (_kset_add_wake).
+            tq = _tq(map)
         reg.before_events(ready, n)
         try:
             # Reads, then writes, then exceptional conditions, each in map order.
@@ -2106,7 +2168,7 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
     cdef _Ready *ready
     cdef Py_ssize_t n, i
     cdef double deadline = 0.0
-    tq = _tq(map)
+    cdef TimerQueue tq = _tq(map)
     if tq is not None:
         # Timers: no longer than the next deadline.
         ms = tq.clamp_ms(ms)
@@ -2131,6 +2193,8 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
                 break
             if ms > 0:
                 ms = _ms_left(deadline)
+            # Timers: what woke us may be a first hand-over (_kset_add_wake).
+            tq = _tq(map)
         ready = buf.out
         reg.before_events(ready, n)
         try:
@@ -2242,16 +2306,16 @@ cdef int _loop(_Pass p, bint with_poll, object timeout, object map, object count
     # Timers (issue 14): live timers keep the loop going as channels do;
     # without any, the test is 3.11's ``while map``.
     if count is None:
-        while map or (_tactive and _talive(map)):
+        while map or (_tactive and has_live(map)):
             _one_pass(p, with_poll, timeout, map)
     elif type(count) is int and -2**62 < count < 2**62:
         left = count
-        while (map or (_tactive and _talive(map))) and left > 0:
+        while (map or (_tactive and has_live(map))) and left > 0:
             _one_pass(p, with_poll, timeout, map)
             left -= 1
     else:
         # A float, a huge int or something stranger: Python's arithmetic, as 3.11.
-        while (map or (_tactive and _talive(map))) and count > 0:
+        while (map or (_tactive and has_live(map))) and count > 0:
             _one_pass(p, with_poll, timeout, map)
             count = count - 1
     return 0
@@ -2930,11 +2994,24 @@ def bind_methods(dispatcher_class, out_buffer, dws_initiate_send, originals):
     return found
 
 
+# Timers (issue 14): the queues of the compiled timers unit (see _tq).  The
+# unit imports nothing of asyncore at load (the cimport above loaded it
+# already), so its names are bound before the import below.
+import _asyncore_timers as _timers_module
+
+timers = _timers_module
+Timer = _timers_module.Timer
+call_later = _timers_module.call_later
+call_every = _timers_module.call_every
+call_soon_threadsafe = _timers_module.call_soon_threadsafe
+close_timers = _timers_module.close_timers
+_tactive = _timers_module._active
+set_kset_hook(_kset_add_wake)
+
 # The shared names come last: importing asyncore's package runs its core
 # selection, which imports this module; by now every export above exists,
 # so that nested import finds a complete core.
 from asyncore import _core_py as _pure_module
-import _asyncore_timers as _timers_module
 from asyncore._common import DISCONNECTED as _DISCONNECTED
 from asyncore._common import PYTIME_TOO_LARGE as _PYTIME_TOO_LARGE
 from asyncore._common import RERAISED as _RERAISED
@@ -2946,12 +3023,3 @@ _socket_type = socket.socket
 _probe_sockets()
 PYTIME_TOO_LARGE = _PYTIME_TOO_LARGE
 _pure = _pure_module
-# Timers (issue 14): the queues of the compiled timers unit (see _tq).
-timers = _timers_module
-Timer = _timers_module.Timer
-call_later = _timers_module.call_later
-call_every = _timers_module.call_every
-call_soon_threadsafe = _timers_module.call_soon_threadsafe
-close_timers = _timers_module.close_timers
-_tactive = _timers_module._active
-_talive = _timers_module.alive

@@ -6,6 +6,11 @@ the same queues per map, the same rules, the same log lines.  What differs is
 the heap: a binary heap of C structs (deadline, serial, timer), each Timer
 knowing its slot, so cancel() and reset() move one entry in O(log n) and a
 pass looks only at the top, whatever the number of timers pending.
+
+The compiled core cimports this unit (_asyncore_timers.pxd) and calls the
+queue's C methods from its passes.  That import comes first thing when the
+core loads, while asyncore's package may still be choosing its core: so
+nothing of asyncore is imported here before first use (see _spec_module).
 """
 
 cimport cython
@@ -20,22 +25,40 @@ import os
 import threading
 import weakref
 
-from asyncore import _timers_py as _spec
-from asyncore._common import RERAISED
-
 cdef extern from "wake.h" nogil:
     int cya_wake_open(int *r, int *w)
     void cya_wake_signal(int w)
     void cya_wake_drain(int r)
 
-
-ctypedef struct _Slot:
-    double when
-    unsigned long long seq
-    PyObject *timer      # owned reference
+    ctypedef struct cya_kicks:
+        pass
+    int cya_wait_begin(const void *map)
+    void cya_wait_end(int slot)
+    void cya_wait_reset()
+    void cya_wait_mark(int slot)
+    int cya_wait_kicked(int slot)
+    int cya_kick(const void *map, cya_kicks *k)
+    int cya_kick_again(const cya_kicks *k)
+    void cya_nap_us(long us)
 
 
 cdef int MAX_WAIT_MS = 2147483647
+
+# asyncore._timers_py (the specification: validation, the log line) and
+# the exceptions that leave the loop, imported at first use.
+cdef object _spec = None
+cdef object RERAISED = None
+
+
+cdef object _spec_module():
+    global _spec, RERAISED
+    if _spec is None:
+        from asyncore import _timers_py
+        from asyncore._common import RERAISED as reraised
+
+        RERAISED = reraised
+        _spec = _timers_py
+    return _spec
 
 # id(map) -> TimerQueue the passes must serve; see _timers_py.
 _active = {}
@@ -47,16 +70,6 @@ _lock = threading.Lock()
 @cython.auto_pickle(False)
 cdef class Timer:
     """A callback due at ``deadline`` (time.monotonic() seconds), made by call_later/call_every."""
-
-    cdef TimerQueue queue
-    cdef object callback
-    cdef tuple args
-    cdef double delay
-    cdef double when
-    cdef unsigned long long seq
-    cdef Py_ssize_t pos      # slot in the queue's heap, -1 when not scheduled
-    cdef bint periodic
-    cdef bint is_cancelled
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Timer objects are made by asyncore.call_later() and call_every()")
@@ -107,25 +120,12 @@ cdef Timer _make_timer(TimerQueue queue, double delay, bint periodic, object cal
 cdef class _WakeKey:
     """The wake-up descriptor as a select() key (see _timers_py)."""
 
-    cdef readonly int fd
-
     def fileno(self):
         return self.fd
 
 
 @cython.final
 cdef class TimerQueue:
-    cdef object map
-    cdef _Slot *heap
-    cdef Py_ssize_t n
-    cdef Py_ssize_t cap
-    cdef unsigned long long next_seq
-    cdef object pending
-    cdef readonly int wake
-    cdef int wake_w
-    cdef readonly object wake_key
-    cdef object __weakref__
-
     def __cinit__(self, map):
         import collections
 
@@ -266,7 +266,7 @@ cdef class TimerQueue:
         return left_ms if ms < 0 or left_ms < ms else ms
 
     def clamp(self, timeout):
-        ms = _spec.seconds_ms(timeout)
+        ms = _spec_module().seconds_ms(timeout)
         if ms is None:
             return timeout
         got = self.clamp_ms(ms)
@@ -285,20 +285,31 @@ cdef class TimerQueue:
         return ms if got == wanted else got
 
     def sleep(self, timeout, sleep=None):
+        if sleep is not None:
+            ms = None if timeout is None else _spec_module().seconds_ms(timeout)
+            sleep(timeout if ms is None else self.clamp(timeout))
+        else:
+            self.idle_wait(timeout)
+
+    cdef int idle_wait(self, object timeout) except -1:
+        """A pass with nothing to wait for: time.sleep(timeout), cut short."""
         import time
 
-        ms = None if timeout is None else _spec.seconds_ms(timeout)
-        if sleep is not None:
-            sleep(timeout if ms is None else self.clamp(timeout))
-        elif ms is None:
+        ms = None if timeout is None else _spec_module().seconds_ms(timeout)
+        if ms is None:
             time.sleep(timeout)
         else:
-            self.wait_ms(ms)
+            self.wait_ms_c(ms)
+        return 0
 
     def wait_ms(self, int ms):
+        self.wait_ms_c(ms)
+
+    cdef int wait_ms_c(self, int ms) except -1:
         cdef cya_pollfd pfd
-        cdef int got
-        cdef int err
+        cdef int got = 0
+        cdef int err = 0
+        cdef int slot = -1
         cdef double deadline = 0.0
         import time
 
@@ -310,19 +321,32 @@ cdef class TimerQueue:
         pfd.revents = 0
         if ms > 0:
             deadline = cya_monotonic() + ms / 1000.0
-        while True:
-            with nogil:
-                got = cya_poll(&pfd, 1, ms)
-                err = errno
-            if got >= 0:
-                break
-            if err != EINTR:
-                raise OSError(err, os.strerror(err))
-            _check_signals()
-            if ms > 0:
-                ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+        if self.wake < 0 and ms != 0:
+            # Timers alone, no hand-over yet: the first may interrupt (kick) us.
+            slot = wait_begin(self.map)
+        try:
+            while True:
+                with nogil:
+                    if cya_wait_kicked(slot):
+                        got = 0
+                    else:
+                        got = cya_poll(&pfd, 1, ms)
+                        err = errno
+                if got >= 0:
+                    break
+                if err != EINTR:
+                    raise OSError(err, os.strerror(err))
+                _check_signals()
+                if cya_wait_kicked(slot):
+                    got = 0
+                    break
+                if ms > 0:
+                    ms = <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
+        finally:
+            cya_wait_end(slot)
         if got > 0:
-            self.drain()
+            self.drain_wake()
+        return 0
 
     # -- the wake-up descriptor
 
@@ -350,12 +374,18 @@ cdef class TimerQueue:
         return 0
 
     def drain(self):
+        self.drain_wake()
+
+    cdef void drain_wake(self) noexcept:
         if self.wake >= 0:
             cya_wake_drain(self.wake)
 
     # -- after a pass's I/O
 
     def run(self):
+        self.run_due()
+
+    cdef int run_due(self) except -1:
         cdef double now = cya_monotonic()
         cdef unsigned long long limit = self.next_seq
         cdef Timer t
@@ -378,6 +408,7 @@ cdef class TimerQueue:
                 _call(t.callback, t.args, t)
         finally:
             self.settle()
+        return 0
 
     cdef int close(self) except -1:
         cdef Timer t
@@ -402,6 +433,8 @@ cdef int _check_signals() except -1:
 
 
 cdef int _call(object callback, tuple args, Timer timer) except -1:
+    if RERAISED is None:
+        _spec_module()
     try:
         callback(*args)
     except RERAISED:
@@ -439,6 +472,10 @@ def queue(map):
 
 def alive(map):
     """Whether the map's timers or hand-overs keep loop() going."""
+    return has_live(map)
+
+
+cdef bint has_live(object map) except -1:
     if not _active:
         return False
     q = _active.get(id(map))
@@ -446,7 +483,7 @@ def alive(map):
 
 
 def call_later(seconds, callback, tuple args, map):
-    cdef double delay = _spec.delay_of(seconds)
+    cdef double delay = _spec_module().delay_of(seconds)
     if not callable(callback):
         raise TypeError(f"callback must be callable, not {type(callback).__name__}")
     q = _queue_for(map)
@@ -456,7 +493,7 @@ def call_later(seconds, callback, tuple args, map):
 
 
 def call_every(seconds, callback, tuple args, map):
-    cdef double delay = _spec.delay_of(seconds)
+    cdef double delay = _spec_module().delay_of(seconds)
     if not callable(callback):
         raise TypeError(f"callback must be callable, not {type(callback).__name__}")
     q = _queue_for(map)
@@ -467,17 +504,89 @@ def call_every(seconds, callback, tuple args, map):
 
 def call_soon_threadsafe(callback, tuple args, map):
     cdef TimerQueue q
+    cdef bint first = False
     if not callable(callback):
         raise TypeError(f"callback must be callable, not {type(callback).__name__}")
     q = _queue_for(map)
     with _lock:
         if q.wake < 0:
             q.open_wake()
+            first = True
         # The callback first, then the wake-up (see _timers_py).
         q.pending.append((callback, args))
         _active[id(map)] = q
         _idle.pop(id(map), None)
         cya_wake_signal(q.wake_w)
+    if first:
+        _end_waits(map, q.wake)
+
+
+# ------------------------------------ the first hand-over to a waiting loop
+#
+# A pass that started waiting before the map had a wake-up descriptor does
+# not watch it; programs that never hand over must not pay a descriptor (or
+# anything else) for the day they might, so the first hand-over ends such a
+# wait itself:
+# - a pass waiting on the map's kernel set (epoll/kqueue) gets the new
+#   descriptor added to that set, once (the core does it: set_kset_hook);
+#   the descriptor is ready, so the wait ends;
+# - a pass waiting in poll(2) over a snapshot, or sleeping with timers alone,
+#   cannot be given another descriptor: it registers (wait_begin) before it
+#   blocks, and the first hand-over interrupts it with SIGURG, whose default
+#   action is to ignore it.  The registration and the signal only happen in
+#   passes without the descriptor and in waits that block; a signal that
+#   comes just before its waiter blocks is sent again (_end_waits).
+# Either way the pass ends without I/O and runs the hand-over.
+
+cdef kset_hook _kset_hook = NULL
+
+
+cdef int set_kset_hook(kset_hook hook) except -1:
+    global _kset_hook
+    _kset_hook = hook
+    return 0
+
+
+cdef int wait_begin(object map) except -2:
+    """Register a blocking wait of a pass over map that has no wake-up descriptor.
+
+    Returns the slot to give wait_end, -1 when the table is full.  A
+    hand-over that came since the pass looked for the map's queue marks the
+    wait kicked at once: the waiter then does not block at all.
+    """
+    cdef int slot = cya_wait_begin(<void *>map)
+    if _active:
+        q = _active.get(id(map))
+        if q is not None and (<TimerQueue>q).wake >= 0:
+            cya_wait_mark(slot)
+    return slot
+
+
+cdef void wait_end(int slot) noexcept:
+    cya_wait_end(slot)
+
+
+cdef bint kicked(int slot) noexcept nogil:
+    return cya_wait_kicked(slot) != 0
+
+
+cdef int _end_waits(object map, int fd) except -1:
+    """The first hand-over to map: end the waits that do not watch fd."""
+    cdef cya_kicks sent
+    cdef int k
+    if _kset_hook != NULL:
+        _kset_hook(map, fd)
+    if cya_kick(<void *>map, &sent) == 0:
+        return 0
+    # A waiter signalled between registering and blocking sleeps on: send
+    # again until every wait kicked has ended (the GIL is let go meanwhile,
+    # which the waiter needs to end), 25 ms at most.
+    for k in range(8):
+        with nogil:
+            cya_nap_us(100 << k)
+        if cya_kick_again(&sent) == 0:
+            break
+    return 0
 
 
 def close_timers(map):
@@ -490,6 +599,8 @@ def close_timers(map):
 def _after_fork():
     global _lock
     _lock = threading.Lock()
+    # The parent's waiting threads are not in the child: never signal them.
+    cya_wait_reset()
     for q in list(_active.values()):
         if (<TimerQueue>q).wake >= 0:
             (<TimerQueue>q).close_wake()

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import asyncore
-from support import DEADLINE
+from support import DEADLINE, wait_until_blocked
 
 pytestmark = pytest.mark.cyasyncore_only
 
@@ -49,6 +49,7 @@ def tmap(request):
 def idle_channel(tmap, request):
     a, b = socket.socketpair()
     chan = Idle(a, tmap)
+    chan.peer = b
     yield chan
     chan.close()
     b.close()
@@ -410,6 +411,130 @@ def test_no_lost_wake_up_across_10000_hand_overs(tmap, idle_channel, use_poll):
     th.join(DEADLINE)
     assert not failed
     assert count[0] == n
+
+
+@pytest.fixture(params=["snapshot", "kernel-set"])
+def wait_kind(request, core, tmap, idle_channel, use_poll):
+    """What the compiled core's passes wait in: poll(2) over a snapshot, or the map's kernel set.
+
+    The pure core has only the first.
+    """
+    if core != "compiled":
+        if request.param != "snapshot":
+            pytest.skip("the pure core has no kernel set")
+        yield request.param
+        return
+    import _asyncore_core
+
+    kernel_set = request.param == "kernel-set"
+    previous = _asyncore_core.use_kernel_set(kernel_set)
+    try:
+        if kernel_set:
+            if _asyncore_core.backend() == "poll":
+                pytest.skip("no kernel set here")
+            # A fresh map's first pass is a snapshot; the next use the set.
+            asyncore.loop(timeout=0, use_poll=use_poll, map=tmap, count=3)
+            assert _asyncore_core.interest_info(tmap)["active"]
+        yield request.param
+    finally:
+        _asyncore_core.use_kernel_set(previous)
+
+
+@MODES
+def test_first_hand_over_wakes_a_loop_already_waiting(
+    tmap, idle_channel, use_poll, wait_kind, core
+):
+    """No wake-up descriptor when the loop starts its 60 s wait: the first hand-over ends it."""
+    if core == "pure":
+        # CPython's select() and poll() retry after a signal in any thread
+        # but the main one, and no descriptor can join a wait under way:
+        # the pure core sees a first hand-over when its wait ends.
+        pytest.skip("the pure core cannot end a wait that predates the wake-up descriptor")
+    assert asyncore._impl.timers.queue(tmap) is None
+    ran = []
+    passes = []
+
+    def run():
+        asyncore.loop(timeout=60, use_poll=use_poll, map=tmap, count=1)
+        passes.append(1)
+
+    th = threading.Thread(target=run)
+    th.start()
+    woken = False
+    try:
+        wait_until_blocked(th)
+        asyncore.call_soon_threadsafe(lambda: ran.append(threading.get_ident()), map=tmap)
+        th.join(DEADLINE)
+        woken = not th.is_alive()
+    finally:
+        if th.is_alive():
+            # Not woken: end the wait the old way, so the test fails cleanly.
+            idle_channel.peer.send(b"x")
+            th.join(DEADLINE)
+    assert woken
+    assert passes == [1]
+    assert ran == [th.ident]
+
+
+@MODES
+def test_no_lost_first_hand_over_across_1000_rounds(tmap, idle_channel, use_poll, wait_kind, core):
+    """Each round drops the wake-up descriptor, so each hand-over is a first one.
+
+    The loop waits 30 s a pass; the hand-overs come from another thread
+    wherever the loop is, in its wait or between (the races a kick must win).
+    """
+    if core == "pure":
+        pytest.skip("the pure core cannot end a wait that predates the wake-up descriptor")
+    rounds = 1000
+    done = threading.Semaphore(0)
+    count = [0]
+
+    def one():
+        count[0] += 1
+        # Back to no descriptor: the next hand-over opens a new one.
+        asyncore._impl.close_timers(tmap)
+        done.release()
+
+    failed = []
+
+    def worker():
+        for _ in range(rounds):
+            asyncore.call_soon_threadsafe(one, map=tmap)
+            if not done.acquire(timeout=DEADLINE):
+                failed.append(count[0])
+                break
+        asyncore.call_soon_threadsafe(stop, map=tmap)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    with pytest.raises(asyncore.ExitNow):
+        asyncore.loop(timeout=30, use_poll=use_poll, map=tmap)
+    th.join(DEADLINE)
+    assert not failed
+    assert count[0] == rounds
+
+
+@MODES
+def test_first_hand_over_wakes_a_loop_of_timers_alone(tmap, use_poll, core):
+    if core == "pure":
+        pytest.skip("the pure core cannot end a wait that predates the wake-up descriptor")
+    out = []
+    long = asyncore.call_later(60, out.append, "never", map=tmap)
+    th = threading.Thread(target=asyncore.loop,
+                          kwargs={"timeout": 60, "use_poll": use_poll, "map": tmap, "count": 1})
+    th.start()
+    woken = False
+    try:
+        wait_until_blocked(th)
+        asyncore.call_soon_threadsafe(long.cancel, map=tmap)
+        th.join(DEADLINE)
+        woken = not th.is_alive()
+    finally:
+        if th.is_alive():
+            long.cancel()
+            th.join(70)
+    assert woken
+    assert long.cancelled and out == []
 
 
 @MODES

@@ -22,6 +22,7 @@ SDIST_REQUIRED = [
     "src/_asyncore_core.pyx",
     "src/_asyncore_core.pyi",
     "src/_asyncore_timers.pyx",
+    "src/_asyncore_timers.pxd",
     "src/cyasyncore.pth",
     "src/includes/*.h",
     "src/asyncore/__init__.py",

@@ -26,6 +26,7 @@ int main(void)
     int err = cya_kset_set(k, 0, 0, CYA_POLLIN | CYA_POLLOUT, 1u);
     err += cya_kset_check(k, 0, CYA_POLLIN, 1u);
     cya_kset_forget(k, 0);
+    err += cya_kset_add_once(k, 0, 1u);
     return err + cya_kset_wait(k, raw, ev, 4, 0) + cya_kset_close(k);
 }
 C

@@ -119,6 +119,22 @@ static void cya_kset_forget(int kfd, int fd)
     (void)epoll_ctl(kfd, EPOLL_CTL_DEL, fd, &ev);
 }
 
+/* Watch fd for reading until it is first reported, then never again (a
+ * thread hand-over's wake-up descriptor ending a wait already under way,
+ * issue 14).  Returns 0 or an errno value. */
+static int cya_kset_add_once(int kfd, int fd, unsigned int serial)
+{
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.data.u64 = ((uint64_t)serial << 32) | (uint32_t)fd;
+    if (epoll_ctl(kfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+        return 0;
+    if (errno == EEXIST && epoll_ctl(kfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+        return 0;
+    return errno;
+}
+
 /* Wait up to ms (-1: for ever) for at most max events; call without the GIL.
  * Returns the count, or -1 with errno set. */
 static int cya_kset_wait(int kfd, cya_kraw *raw, cya_kevent *out, int max, int ms)
@@ -189,6 +205,11 @@ static void cya_kset_forget(int kfd, int fd)
     (void)cya_kq_change(kfd, fd, EVFILT_WRITE, EV_DELETE, 0);
 }
 
+static int cya_kset_add_once(int kfd, int fd, unsigned int serial)
+{
+    return cya_kq_change(kfd, fd, EVFILT_READ, EV_ADD | EV_ONESHOT, serial);
+}
+
 /* kqueue says which descriptors are ready but not in poll(2)'s words (no
  * POLLPRI, EOF as a flag): ask poll(2) about those, without waiting, and
  * report its revents.  A descriptor reported for both filters comes back
@@ -236,6 +257,11 @@ static int cya_kset_check(int kfd, int fd, short events, unsigned int serial)
     return ENOSYS;
 }
 static void cya_kset_forget(int kfd, int fd) { (void)kfd; (void)fd; }
+static int cya_kset_add_once(int kfd, int fd, unsigned int serial)
+{
+    (void)kfd; (void)fd; (void)serial;
+    return ENOSYS;
+}
 static int cya_kset_wait(int kfd, cya_kraw *raw, cya_kevent *out, int max, int ms)
 {
     (void)kfd; (void)raw; (void)out; (void)max; (void)ms;

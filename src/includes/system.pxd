@@ -40,4 +40,5 @@ cdef extern from "kset.h" nogil:
     int cya_kset_set(int kfd, int fd, short old, short events, unsigned int serial)
     int cya_kset_check(int kfd, int fd, short events, unsigned int serial)
     void cya_kset_forget(int kfd, int fd)
+    int cya_kset_add_once(int kfd, int fd, unsigned int serial)
     int cya_kset_wait(int kfd, cya_kraw *raw, cya_kevent *out, int max, int ms)
