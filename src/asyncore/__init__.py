@@ -550,14 +550,23 @@ class dispatcher_with_send(dispatcher):
         self.initiate_send()
 
     def writable(self):
-        if type(self).out_buffer is not _OUT_BUFFER:
-            return (not self.connected) or len(self.out_buffer)
+        # 3.11's answer, (not connected) or len(out_buffer), asked on every
+        # pass of every channel: the common cases first, and no lookup on
+        # the class (a property found there is not specialised).
         if not self.connected:
             return True
         try:
-            return len(self._wbuf) - self._woff
+            pending = self._wbuf
         except AttributeError:
+            # Our out_buffer setter never ran on this channel: the subclass
+            # declared out_buffer itself (a plain attribute), or __init__
+            # never ran.
+            if type(self).out_buffer is not _OUT_BUFFER:
+                return len(self.out_buffer)
             raise _no_out_buffer(self) from None
+        if pending is _EMPTY:
+            return 0
+        return len(pending) - self._woff
 
     def send(self, data):
         if self.debug:
