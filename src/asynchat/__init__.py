@@ -11,7 +11,7 @@ it sees them, are those of 3.11.
 from collections import deque
 
 import asyncore
-from asyncore import _core
+from asyncore import _core, _core_py
 
 # No __all__: 3.11 had none, and `from asynchat import *` also brought
 # asyncore and deque, which old scripts then use.
@@ -30,9 +30,10 @@ class async_chat(asyncore.dispatcher):
     use_encoding = 0
     encoding = "latin-1"
 
-    # Input not yet consumed is _ac_in[_ac_pos:]; see ac_in_buffer.
-    _ac_in = b""
-    _ac_pos = 0
+    # Input not yet consumed is _ac_in[_ac_pos:]; see ac_in_buffer.  The
+    # two have no class defaults: the ac_in_buffer setter gives every
+    # instance its own, and a class attribute of the same name would cost
+    # every access of them 3.12's specialised instance-attribute access.
 
     def __init__(self, sock=None, map=None):
         self.ac_in_buffer = b""
@@ -43,9 +44,14 @@ class async_chat(asyncore.dispatcher):
     @property
     def ac_in_buffer(self):
         """Received bytes not yet handed to collect_incoming_data()."""
-        if self._ac_pos:
+        try:
+            pos = self._ac_pos
+        except AttributeError:
+            # __init__ never ran: 3.11's error, which names ac_in_buffer.
+            raise _core_py._no_ac_in_buffer(self) from None
+        if pos:
             # Cut once, so reading it again costs nothing.
-            self._ac_in = self._ac_in[self._ac_pos :]
+            self._ac_in = self._ac_in[pos:]
             self._ac_pos = 0
         return self._ac_in
 
@@ -95,12 +101,18 @@ class async_chat(asyncore.dispatcher):
             # which dispatch hands to handle_error.  Programs and tests rely on
             # that outcome, so it is kept.
             data = bytes(str, self.encoding)
-        if type(self).ac_in_buffer is _AC_IN_BUFFER:
-            _consume(self, data)
-        else:
-            # The subclass declared ac_in_buffer itself, so it is a plain
-            # attribute: the same algorithm runs through it, copying as 3.11 did.
+        try:
+            self._ac_in
+        except AttributeError:
+            # Our ac_in_buffer setter never ran on this channel: the subclass
+            # declared ac_in_buffer itself, so it is a plain attribute, and
+            # the same algorithm runs through it, copying as 3.11 did.  (Or
+            # __init__ never ran: the adapter's first read then fails as
+            # 3.11's did.)  A type test would cost a lookup on the class per
+            # read: a property found there is not specialised.
             _consume(_PlainInput(self), data)
+            return
+        _consume(self, data)
 
     # -- output
 

@@ -393,15 +393,24 @@ def chat_consume(chan, data):
     cuts the bytes at the offset only when somebody reads it.  Before each
     callback the state is published, after it the state is read back, so a
     handler sees, and may replace, exactly what it would see on 3.11.
+
+    Every attribute access here is paid per message: async_chat has no
+    class defaults for _ac_in/_ac_pos (each access is then one specialised
+    instance access), and nothing is stored that the channel already holds.
     """
-    buf = chan._ac_in
+    try:
+        buf = chan._ac_in
+    except AttributeError:
+        raise _no_ac_in_buffer(chan) from None
     pos = chan._ac_pos
     if pos:
         buf = buf[pos:]
     buf = buf + data
     pos = 0
+    # Whether the channel holds (buf, pos) already: true after the state is
+    # read back from the last callback, so the closing store can go.
+    held = False
     while len(buf) > pos:
-        lb = len(buf) - pos
         terminator = chan.get_terminator()
         if not terminator:
             chan._ac_in = buf
@@ -409,19 +418,20 @@ def chat_consume(chan, data):
             chan.collect_incoming_data(buf[pos:] if pos else buf)
             buf = b""
             pos = 0
+            held = False
         elif isinstance(terminator, int):
+            lb = len(buf) - pos
+            chan._ac_in = buf
+            chan._ac_pos = pos
             if lb < terminator:
-                chan._ac_in = buf
-                chan._ac_pos = pos
                 chan.collect_incoming_data(buf[pos:] if pos else buf)
                 buf = b""
                 pos = 0
                 chan._ac_in = buf
                 chan._ac_pos = pos
                 chan.terminator = chan.terminator - lb
+                held = False
             else:
-                chan._ac_in = buf
-                chan._ac_pos = pos
                 chan.collect_incoming_data(buf[pos : pos + _count(terminator, lb)])
                 buf = chan._ac_in
                 pos = chan._ac_pos
@@ -432,7 +442,9 @@ def chat_consume(chan, data):
                 chan.found_terminator()
                 buf = chan._ac_in
                 pos = chan._ac_pos
+                held = True
         else:
+            # len() first, as 3.11: a terminator that is neither fails there.
             tlen = len(terminator)
             index = buf.find(terminator, pos)
             if index != -1:
@@ -443,30 +455,46 @@ def chat_consume(chan, data):
                     # The handler may have replaced the buffer; cut what it left.
                     buf = chan._ac_in
                     index = index - pos + chan._ac_pos
-                    pos = chan._ac_pos
-                pos = min(index + tlen, len(buf))
-                chan._ac_in = buf
+                # The channel holds buf (ours, or the handler's): only the
+                # offset changes.
+                end = index + tlen
+                pos = len(buf)
+                if end < pos:
+                    pos = end
                 chan._ac_pos = pos
                 chan.found_terminator()
                 buf = chan._ac_in
                 pos = chan._ac_pos
+                held = True
             else:
                 keep = _prefix_at_end(buf, pos, terminator)
                 if keep:
-                    if keep != lb:
+                    if keep != len(buf) - pos:
                         chan._ac_in = buf
                         chan._ac_pos = pos
                         chan.collect_incoming_data(buf[pos : len(buf) - keep])
                         buf = chan._ac_in
                         pos = max(chan._ac_pos, len(buf) - keep)
+                    held = False
                     break
                 chan._ac_in = buf
                 chan._ac_pos = pos
                 chan.collect_incoming_data(buf[pos:] if pos else buf)
                 buf = b""
                 pos = 0
-    chan._ac_in = buf
-    chan._ac_pos = pos
+                held = False
+    if not held:
+        chan._ac_in = buf
+        chan._ac_pos = pos
+
+
+def _no_ac_in_buffer(chan):
+    """3.11's error for an async_chat whose __init__ never ran."""
+    return AttributeError(
+        "'%s' object has no attribute 'ac_in_buffer'" % type(chan).__name__,
+        name="ac_in_buffer",
+        obj=chan,
+    )
 
 
 def _count(n, available):
