@@ -17,6 +17,10 @@ from asyncore import _core, _core_py
 # asyncore and deque, which old scripts then use.
 
 
+# What push() accepts, as one constant: a tuple display would be built per call.
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
 class async_chat(asyncore.dispatcher):
     """A dispatcher for command/response protocols.
 
@@ -123,7 +127,7 @@ class async_chat(asyncore.dispatcher):
         self.close()
 
     def push(self, data):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if not isinstance(data, _BYTES_LIKE):
             # The template and the type as two arguments, unformatted: 3.11's
             # exact exception, which test suites compare.
             raise TypeError("data argument must be byte-ish (%r)", type(data))
@@ -172,7 +176,9 @@ class async_chat(asyncore.dispatcher):
                 else:
                     del fifo[0]
                 continue
-            if isinstance(data, str) and self.use_encoding:
+            # The type test first: an isinstance() that fails looks up
+            # data.__class__, hundreds of instructions per message.
+            if type(data) is not bytes and isinstance(data, str) and self.use_encoding:
                 data = data.encode(self.encoding)
             try:
                 sent = self.send(data)
@@ -180,7 +186,9 @@ class async_chat(asyncore.dispatcher):
                 self.handle_error()
                 return
             if sent:
-                if sent < len(data) or size < len(first):
+                # A bytes entry no longer than size is its own slice: the
+                # common case needs no len(first).
+                if sent < len(data) or (data is not first and size < len(first)):
                     fifo[0] = _rest(first, sent)
                 else:
                     del fifo[0]
