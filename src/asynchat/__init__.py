@@ -99,7 +99,8 @@ class async_chat(asyncore.dispatcher):
         except OSError:
             self.handle_error()
             return
-        if isinstance(data, str) and self.use_encoding:
+        # The type test first: see initiate_send.
+        if type(data) is not bytes and isinstance(data, str) and self.use_encoding:
             # 3.11 passed the type, not the data, to bytes(): a str from
             # recv() raised TypeError ("encoding without a string argument"),
             # which dispatch hands to handle_error.  Programs and tests rely on

@@ -412,77 +412,84 @@ def chat_consume(chan, data):
     held = False
     while len(buf) > pos:
         terminator = chan.get_terminator()
-        if not terminator:
+        # A non-empty bytes terminator, the common case, is told by its type:
+        # isinstance(terminator, int) failing costs a lookup of __class__.
+        if type(terminator) is not bytes or not terminator:
+            if not terminator:
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                chan.collect_incoming_data(buf[pos:] if pos else buf)
+                buf = b""
+                pos = 0
+                held = False
+                continue
+            if isinstance(terminator, int):
+                lb = len(buf) - pos
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                if lb < terminator:
+                    chan.collect_incoming_data(buf[pos:] if pos else buf)
+                    buf = b""
+                    pos = 0
+                    chan._ac_in = buf
+                    chan._ac_pos = pos
+                    chan.terminator = chan.terminator - lb
+                    held = False
+                else:
+                    chan.collect_incoming_data(buf[pos : pos + _count(terminator, lb)])
+                    buf = chan._ac_in
+                    pos = chan._ac_pos
+                    pos = min(pos + _count(terminator, len(buf) - pos), len(buf))
+                    chan._ac_in = buf
+                    chan._ac_pos = pos
+                    chan.terminator = 0
+                    chan.found_terminator()
+                    buf = chan._ac_in
+                    pos = chan._ac_pos
+                    held = True
+                continue
+        # len() first, as 3.11: a terminator that is neither fails there.
+        tlen = len(terminator)
+        index = buf.find(terminator, pos)
+        if index != -1:
+            chan._ac_in = buf
+            chan._ac_pos = pos
+            if index > pos:
+                chan.collect_incoming_data(buf[pos:index])
+                # The handler may have replaced the buffer; cut what it left.
+                buf = chan._ac_in
+                index = index - pos + chan._ac_pos
+            # The channel holds buf (ours, or the handler's): only the
+            # offset changes.
+            end = index + tlen
+            if end < len(buf):
+                chan._ac_pos = end
+            else:
+                # Nothing left: 3.11's empty rest, and the received
+                # bytes are not kept alive until the next read.
+                chan._ac_in = buf[end:]
+                chan._ac_pos = 0
+            chan.found_terminator()
+            buf = chan._ac_in
+            pos = chan._ac_pos
+            held = True
+        else:
+            keep = _prefix_at_end(buf, pos, terminator)
+            if keep:
+                if keep != len(buf) - pos:
+                    chan._ac_in = buf
+                    chan._ac_pos = pos
+                    chan.collect_incoming_data(buf[pos : len(buf) - keep])
+                    buf = chan._ac_in
+                    pos = max(chan._ac_pos, len(buf) - keep)
+                held = False
+                break
             chan._ac_in = buf
             chan._ac_pos = pos
             chan.collect_incoming_data(buf[pos:] if pos else buf)
             buf = b""
             pos = 0
             held = False
-        elif isinstance(terminator, int):
-            lb = len(buf) - pos
-            chan._ac_in = buf
-            chan._ac_pos = pos
-            if lb < terminator:
-                chan.collect_incoming_data(buf[pos:] if pos else buf)
-                buf = b""
-                pos = 0
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.terminator = chan.terminator - lb
-                held = False
-            else:
-                chan.collect_incoming_data(buf[pos : pos + _count(terminator, lb)])
-                buf = chan._ac_in
-                pos = chan._ac_pos
-                pos = min(pos + _count(terminator, len(buf) - pos), len(buf))
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.terminator = 0
-                chan.found_terminator()
-                buf = chan._ac_in
-                pos = chan._ac_pos
-                held = True
-        else:
-            # len() first, as 3.11: a terminator that is neither fails there.
-            tlen = len(terminator)
-            index = buf.find(terminator, pos)
-            if index != -1:
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                if index > pos:
-                    chan.collect_incoming_data(buf[pos:index])
-                    # The handler may have replaced the buffer; cut what it left.
-                    buf = chan._ac_in
-                    index = index - pos + chan._ac_pos
-                # The channel holds buf (ours, or the handler's): only the
-                # offset changes.
-                end = index + tlen
-                pos = len(buf)
-                if end < pos:
-                    pos = end
-                chan._ac_pos = pos
-                chan.found_terminator()
-                buf = chan._ac_in
-                pos = chan._ac_pos
-                held = True
-            else:
-                keep = _prefix_at_end(buf, pos, terminator)
-                if keep:
-                    if keep != len(buf) - pos:
-                        chan._ac_in = buf
-                        chan._ac_pos = pos
-                        chan.collect_incoming_data(buf[pos : len(buf) - keep])
-                        buf = chan._ac_in
-                        pos = max(chan._ac_pos, len(buf) - keep)
-                    held = False
-                    break
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.collect_incoming_data(buf[pos:] if pos else buf)
-                buf = b""
-                pos = 0
-                held = False
     if not held:
         chan._ac_in = buf
         chan._ac_pos = pos
