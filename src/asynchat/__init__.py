@@ -208,9 +208,10 @@ _AC_IN_BUFFER = async_chat.__dict__["ac_in_buffer"]
 class _PlainInput:
     """Presents a channel whose ac_in_buffer is a plain attribute to the core.
 
-    The core publishes its input state as the pair (_ac_in, _ac_pos); this
-    adapter turns each such publication into an assignment of the unconsumed
-    rest to ac_in_buffer, and reports the attribute back with offset 0.
+    The core publishes its input state as the pair (_ac_in, _ac_pos), or
+    as _ac_pos alone once it has read _ac_in back; this adapter turns each
+    such publication into an assignment of the unconsumed rest to
+    ac_in_buffer, and reports the attribute back with offset 0.
     Everything else the core touches is the channel's own.
     """
 
@@ -222,7 +223,9 @@ class _PlainInput:
 
     @property
     def _ac_in(self):
-        return self._chan.ac_in_buffer
+        # What an _ac_pos stored next is an offset into.
+        self._pending = buf = self._chan.ac_in_buffer
+        return buf
 
     @_ac_in.setter
     def _ac_in(self, buf):
