@@ -252,6 +252,10 @@ def _closed_during_wait(ready, fds, map):
 
 # ----------------------------------------------------------------- passes
 
+# What poll2() registers for a readable channel, and one also writable.
+_POLL_READ = POLLIN | POLLPRI
+_POLL_READ_WRITE = POLLIN | POLLPRI | POLLOUT
+
 
 def poll(
     timeout, map, wait=None, read=read, write=write, _exception=_exception, sleep=None,
@@ -263,7 +267,84 @@ def poll(
     replaced asyncore.read (or select.select, as gevent does), the pass runs
     through the replacements, as 3.11's did; ``timers`` is then the active
     core's timer module.
+
+    This is _poll_timers without the timers and the ``wait`` hook, which
+    send a pass there: what every pass of a program without timers runs,
+    so no instruction here is spent on them (a pass serving one message
+    costs about as much as the message).
     """
+    if timers._active or wait is not None:
+        return _poll_timers(timeout, map, wait, read, write, _exception, sleep, timers)
+    if not map:
+        return
+    r = []
+    w = []
+    # e, every descriptor in r or w in map order, is r itself until a
+    # channel is writable but not readable: one append less per channel.
+    e = None
+    # The pairs as the pass starts, as 3.11's list(map.items()).  A dict is
+    # copied (one call, so no other thread's change lands halfway) and its
+    # items walked: the iterator reuses its pair, so there is no tuple per
+    # channel to make, free and count towards a garbage collection (a tenth
+    # of what an idle channel costs a pass).  Any other mapping is asked
+    # for its items, as 3.11 did.
+    if type(map) is dict:
+        channels = map.copy().items()
+    else:
+        channels = list(map.items())
+    for fd, obj in channels:
+        is_r = obj.readable()
+        is_w = obj.writable()
+        if is_r:
+            r.append(fd)
+            if e is not None:
+                e.append(fd)
+            # A listening socket is never waited on for writing.
+            if is_w and not obj.accepting:
+                w.append(fd)
+        elif is_w:
+            if e is None:
+                e = r[:]
+            e.append(fd)
+            if not obj.accepting:
+                w.append(fd)
+    if e is None:
+        if not r:
+            (sleep or time.sleep)(timeout)
+            return
+        e = r
+    # _wait_select, inline.
+    try:
+        ready = select.select(r, w, e, timeout)
+    except ValueError as err:
+        if not HAS_POLL or str(err) != _PAST_FD_SETSIZE:
+            raise
+        ready = None
+    # Outside the handler, so its errors carry no __context__.
+    if ready is None:
+        ready = _wait_poll(r, w, e, timeout, map)
+    r, w, e = ready
+    # The map is consulted again: a handler earlier in this pass may have
+    # closed or replaced a channel.
+    for fd in r:
+        obj = map.get(fd)
+        if obj is not None:
+            read(obj)
+    for fd in w:
+        obj = map.get(fd)
+        if obj is not None:
+            write(obj)
+    for fd in e:
+        obj = map.get(fd)
+        if obj is not None:
+            _exception(obj)
+    if timers._active:
+        # A handler started the first timer: it may be due already.
+        _run_timers(map, timers)
+
+
+def _poll_timers(timeout, map, wait, read, write, _exception, sleep, timers):
+    """poll() with the map's timers, or through asyncore's hooks."""
     # Timers (issue 14): the map's queue, None unless timers or hand-overs exist.
     tq = timers.queue(map) if timers._active else None
     if not map and tq is None:
@@ -301,8 +382,6 @@ def poll(
     if tq is not None and r and r[-1] is tq.wake_key:
         r.pop()
         tq.drain()
-    # The map is consulted again: a handler earlier in this pass may have
-    # closed or replaced a channel.
     for fd in r:
         obj = map.get(fd)
         if obj is not None:
@@ -327,10 +406,45 @@ def _run_timers(map, timers):
 
 
 def poll2(timeout, map, pollster=None, readwrite=readwrite, sleep=None, timers=timers):
-    """One poll-style pass; the hooks are as for poll()."""
+    """One poll-style pass; the hooks are as for poll().
+
+    As poll() is to _poll_timers, this is _poll2_timers without timers,
+    hooks, or a wait that nothing may end (no timeout, or a negative one),
+    which go there.
+    """
     ms = None if timeout is None else int(timeout * 1000)
+    if timers._active or pollster is not None or ms is None or ms < 0:
+        return _poll2_timers(ms, timeout, map, pollster, readwrite, sleep, timers)
+    pollster = select.poll()
+    if not map:
+        return
+    register = pollster.register
+    # The pairs as the pass starts: see poll().
+    if type(map) is dict:
+        channels = map.copy().items()
+    else:
+        channels = list(map.items())
+    for fd, obj in channels:
+        if obj.readable():
+            if obj.writable() and not obj.accepting:
+                register(fd, _POLL_READ_WRITE)
+            else:
+                register(fd, _POLL_READ)
+        elif obj.writable() and not obj.accepting:
+            register(fd, POLLOUT)
+    for fd, flags in pollster.poll(ms):
+        obj = map.get(fd)
+        if obj is not None:
+            readwrite(obj, flags)
+    if timers._active:
+        # A handler started the first timer: it may be due already.
+        _run_timers(map, timers)
+
+
+def _poll2_timers(ms, timeout, map, pollster, readwrite, sleep, timers):
+    """poll2() with the map's timers, through asyncore's hooks, or with no bound on the wait."""
     pollster = (pollster or select.poll)()
-    # Timers (issue 14): as in poll().
+    # Timers (issue 14): as in _poll_timers().
     tq = timers.queue(map) if timers._active else None
     if not map and tq is None:
         return
