@@ -510,7 +510,9 @@ def chat_consume(chan, data):
 
     Every attribute access here is paid per message: async_chat has no
     class defaults for _ac_in/_ac_pos (each access is then one specialised
-    instance access), and nothing is stored that the channel already holds.
+    instance access), and nothing is stored that the channel already holds
+    (when found_terminator() leaves nothing to consume, the read-back state
+    is the final one).
     """
     try:
         buf = chan._ac_in
@@ -521,9 +523,6 @@ def chat_consume(chan, data):
         buf = buf[pos:]
     buf = buf + data
     pos = 0
-    # Whether the channel holds (buf, pos) already: true after the state is
-    # read back from the last callback, so the closing store can go.
-    held = False
     while len(buf) > pos:
         terminator = chan.get_terminator()
         # A non-empty bytes terminator, the common case, is told by its type:
@@ -535,7 +534,6 @@ def chat_consume(chan, data):
                 chan.collect_incoming_data(buf[pos:] if pos else buf)
                 buf = b""
                 pos = 0
-                held = False
                 continue
             if isinstance(terminator, int):
                 lb = len(buf) - pos
@@ -548,7 +546,6 @@ def chat_consume(chan, data):
                     chan._ac_in = buf
                     chan._ac_pos = pos
                     chan.terminator = chan.terminator - lb
-                    held = False
                 else:
                     chan.collect_incoming_data(buf[pos : pos + _count(terminator, lb)])
                     buf = chan._ac_in
@@ -560,7 +557,9 @@ def chat_consume(chan, data):
                     chan.found_terminator()
                     buf = chan._ac_in
                     pos = chan._ac_pos
-                    held = True
+                    if len(buf) <= pos:
+                        # All consumed, and the channel holds it so: no store.
+                        return
                 continue
         # len() first, as 3.11: a terminator that is neither fails there.
         tlen = len(terminator)
@@ -586,7 +585,9 @@ def chat_consume(chan, data):
             chan.found_terminator()
             buf = chan._ac_in
             pos = chan._ac_pos
-            held = True
+            if len(buf) <= pos:
+                # All consumed, and the channel holds it so: no store.
+                return
         else:
             keep = _prefix_at_end(buf, pos, terminator)
             if keep:
@@ -596,17 +597,14 @@ def chat_consume(chan, data):
                     chan.collect_incoming_data(buf[pos : len(buf) - keep])
                     buf = chan._ac_in
                     pos = max(chan._ac_pos, len(buf) - keep)
-                held = False
                 break
             chan._ac_in = buf
             chan._ac_pos = pos
             chan.collect_incoming_data(buf[pos:] if pos else buf)
             buf = b""
             pos = 0
-            held = False
-    if not held:
-        chan._ac_in = buf
-        chan._ac_pos = pos
+    chan._ac_in = buf
+    chan._ac_pos = pos
 
 
 def _no_ac_in_buffer(chan):
