@@ -109,7 +109,7 @@ class async_chat(asyncore.dispatcher):
             # that outcome, so it is kept.
             data = bytes(str, self.encoding)
         try:
-            self._ac_in
+            self._ac_in  # noqa: B018  (the read is the test)
         except AttributeError:
             # Our ac_in_buffer setter never ran on this channel: the subclass
             # declared ac_in_buffer itself, so it is a plain attribute, and
