@@ -715,6 +715,25 @@ class TestStateSeenFromCallbacks:
         ]
         assert chat.ac_in_buffer == b""
 
+    def test_subclass_declaring_the_buffer_replaced_while_collecting(self):
+        # The rest after the terminator is cut from what the handler left.
+        class Declared(self.Snapshotting):
+            ac_in_buffer = b""
+
+            def collect_incoming_data(self, data):
+                super().collect_incoming_data(data)
+                if data == b"ab":
+                    self.ac_in_buffer = b"XY\r\nZ\r\n"
+
+        chat = Declared(b"\r\n").feed(b"ab\r\ncd\r\n")
+        assert chat.snapshots == [
+            ("data", b"ab", b"ab\r\ncd\r\n", b"\r\n", []),
+            ("found", b"Z\r\n", b"\r\n", [b"ab"]),
+            ("data", b"Z", b"Z\r\n", b"\r\n", []),
+            ("found", b"", b"\r\n", [b"Z"]),
+        ]
+        assert chat.ac_in_buffer == b""
+
     def test_found_terminator_discarding_the_rest_of_the_buffer(self):
         class Discarding(self.Snapshotting):
             def found_terminator(self):

@@ -11,10 +11,15 @@ it sees them, are those of 3.11.
 from collections import deque
 
 import asyncore
-from asyncore import _core
+from asyncore import _core, _core_py
 
 # No __all__: 3.11 had none, and `from asynchat import *` also brought
 # asyncore and deque, which old scripts then use.
+
+
+# What push() accepts, as one constant: a tuple display would be built per
+# call.  bytes, the common case, is told by its type (cheaper still).
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class async_chat(asyncore.dispatcher):
@@ -30,9 +35,10 @@ class async_chat(asyncore.dispatcher):
     use_encoding = 0
     encoding = "latin-1"
 
-    # Input not yet consumed is _ac_in[_ac_pos:]; see ac_in_buffer.
-    _ac_in = b""
-    _ac_pos = 0
+    # Input not yet consumed is _ac_in[_ac_pos:]; see ac_in_buffer.  The
+    # two have no class defaults: the ac_in_buffer setter gives every
+    # instance its own, and a class attribute of the same name would cost
+    # every access of them 3.12's specialised instance-attribute access.
 
     def __init__(self, sock=None, map=None):
         self.ac_in_buffer = b""
@@ -43,9 +49,14 @@ class async_chat(asyncore.dispatcher):
     @property
     def ac_in_buffer(self):
         """Received bytes not yet handed to collect_incoming_data()."""
-        if self._ac_pos:
+        try:
+            pos = self._ac_pos
+        except AttributeError:
+            # __init__ never ran: 3.11's error, which names ac_in_buffer.
+            raise _core_py._no_ac_in_buffer(self) from None
+        if pos:
             # Cut once, so reading it again costs nothing.
-            self._ac_in = self._ac_in[self._ac_pos :]
+            self._ac_in = self._ac_in[pos:]
             self._ac_pos = 0
         return self._ac_in
 
@@ -63,8 +74,9 @@ class async_chat(asyncore.dispatcher):
         self.incoming.append(data)
 
     def _get_data(self):
-        data = b"".join(self.incoming)
-        del self.incoming[:]
+        incoming = self.incoming
+        data = b"".join(incoming)
+        del incoming[:]
         return data
 
     def found_terminator(self):
@@ -89,18 +101,25 @@ class async_chat(asyncore.dispatcher):
         except OSError:
             self.handle_error()
             return
-        if isinstance(data, str) and self.use_encoding:
+        # The type test first: see initiate_send.
+        if type(data) is not bytes and isinstance(data, str) and self.use_encoding:
             # 3.11 passed the type, not the data, to bytes(): a str from
             # recv() raised TypeError ("encoding without a string argument"),
             # which dispatch hands to handle_error.  Programs and tests rely on
             # that outcome, so it is kept.
             data = bytes(str, self.encoding)
-        if type(self).ac_in_buffer is _AC_IN_BUFFER:
-            _consume(self, data)
-        else:
-            # The subclass declared ac_in_buffer itself, so it is a plain
-            # attribute: the same algorithm runs through it, copying as 3.11 did.
+        try:
+            self._ac_in  # noqa: B018  (the read is the test)
+        except AttributeError:
+            # Our ac_in_buffer setter never ran on this channel: the subclass
+            # declared ac_in_buffer itself, so it is a plain attribute, and
+            # the same algorithm runs through it, copying as 3.11 did.  (Or
+            # __init__ never ran: the adapter's first read then fails as
+            # 3.11's did.)  A type test would cost a lookup on the class per
+            # read: a property found there is not specialised.
             _consume(_PlainInput(self), data)
+            return
+        _consume(self, data)
 
     # -- output
 
@@ -111,7 +130,7 @@ class async_chat(asyncore.dispatcher):
         self.close()
 
     def push(self, data):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if type(data) is not bytes and not isinstance(data, _BYTES_LIKE):
             # The template and the type as two arguments, unformatted: 3.11's
             # exact exception, which test suites compare.
             raise TypeError("data argument must be byte-ish (%r)", type(data))
@@ -160,7 +179,9 @@ class async_chat(asyncore.dispatcher):
                 else:
                     del fifo[0]
                 continue
-            if isinstance(data, str) and self.use_encoding:
+            # The type test first: an isinstance() that fails looks up
+            # data.__class__, hundreds of instructions per message.
+            if type(data) is not bytes and isinstance(data, str) and self.use_encoding:
                 data = data.encode(self.encoding)
             try:
                 sent = self.send(data)
@@ -168,7 +189,9 @@ class async_chat(asyncore.dispatcher):
                 self.handle_error()
                 return
             if sent:
-                if sent < len(data) or size < len(first):
+                # A bytes entry no longer than size is its own slice: the
+                # common case needs no len(first).
+                if sent < len(data) or (data is not first and size < len(first)):
                     fifo[0] = _rest(first, sent)
                 else:
                     del fifo[0]
@@ -187,9 +210,10 @@ _AC_IN_BUFFER = async_chat.__dict__["ac_in_buffer"]
 class _PlainInput:
     """Presents a channel whose ac_in_buffer is a plain attribute to the core.
 
-    The core publishes its input state as the pair (_ac_in, _ac_pos); this
-    adapter turns each such publication into an assignment of the unconsumed
-    rest to ac_in_buffer, and reports the attribute back with offset 0.
+    The core publishes its input state as the pair (_ac_in, _ac_pos), or
+    as _ac_pos alone once it has read _ac_in back; this adapter turns each
+    such publication into an assignment of the unconsumed rest to
+    ac_in_buffer, and reports the attribute back with offset 0.
     Everything else the core touches is the channel's own.
     """
 
@@ -201,7 +225,9 @@ class _PlainInput:
 
     @property
     def _ac_in(self):
-        return self._chan.ac_in_buffer
+        # What an _ac_pos stored next is an offset into.
+        self._pending = buf = self._chan.ac_in_buffer
+        return buf
 
     @_ac_in.setter
     def _ac_in(self, buf):

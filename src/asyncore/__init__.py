@@ -501,16 +501,17 @@ class dispatcher_with_send(dispatcher):
         _touch(self)
 
     def initiate_send(self):
-        if type(self).out_buffer is not _OUT_BUFFER:
+        try:
+            start = self._woff
+        except AttributeError:
+            # Our out_buffer setter never ran on this channel (see writable).
+            if type(self).out_buffer is _OUT_BUFFER:
+                raise _no_out_buffer(self) from None
             # The subclass declared out_buffer itself: a plain attribute,
             # handled as 3.11 did (with 3.11's cost).
             sent = dispatcher.send(self, self.out_buffer[: self._SEND_MAX])
             self.out_buffer = self.out_buffer[sent:]
             return
-        try:
-            start = self._woff
-        except AttributeError:
-            raise _no_out_buffer(self) from None
         if self._wown:
             chunk = bytes(memoryview(self._wbuf)[start : start + self._SEND_MAX])
         else:
@@ -550,14 +551,25 @@ class dispatcher_with_send(dispatcher):
         self.initiate_send()
 
     def writable(self):
-        if type(self).out_buffer is not _OUT_BUFFER:
-            return (not self.connected) or len(self.out_buffer)
+        # 3.11's answer, (not connected) or len(out_buffer), asked on every
+        # pass of every channel: the common cases first, and no lookup on
+        # the class (a property found there is not specialised).
         if not self.connected:
             return True
         try:
-            return len(self._wbuf) - self._woff
+            pending = self._wbuf
         except AttributeError:
+            # Our out_buffer setter never ran on this channel: the subclass
+            # declared out_buffer itself (a plain attribute), or __init__
+            # never ran.  Only that setter makes _wbuf, so its presence says
+            # the pending output is ours: send and initiate_send tell the
+            # cases the same way.
+            if type(self).out_buffer is not _OUT_BUFFER:
+                return len(self.out_buffer)
             raise _no_out_buffer(self) from None
+        if pending is _EMPTY:
+            return 0
+        return len(pending) - self._woff
 
     def send(self, data):
         if self.debug:
@@ -565,6 +577,7 @@ class dispatcher_with_send(dispatcher):
         try:
             pending = self._wbuf
         except AttributeError:
+            # Our out_buffer setter never ran on this channel (see writable).
             if type(self).out_buffer is _OUT_BUFFER:
                 raise _no_out_buffer(self) from None
             # A subclass's plain out_buffer: its path below, as 3.11.
@@ -573,7 +586,6 @@ class dispatcher_with_send(dispatcher):
             pending is _EMPTY
             and type(data) is bytes
             and type(self).initiate_send is _DWS_INITIATE_SEND
-            and type(self).out_buffer is _OUT_BUFFER
         ):
             # Nothing pending, the common case: hand the caller's bytes to the
             # socket as they are (3.11's b"" + data was data itself; its
@@ -601,7 +613,7 @@ class dispatcher_with_send(dispatcher):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             # 3.11 concatenated onto bytes; keep its error for non-bytes.
             data = b"" + data
-        if type(self).out_buffer is not _OUT_BUFFER:
+        if pending is None:
             self.out_buffer = self.out_buffer + data
             self.initiate_send()
             return

@@ -252,6 +252,10 @@ def _closed_during_wait(ready, fds, map):
 
 # ----------------------------------------------------------------- passes
 
+# What poll2() registers for a readable channel, and one also writable.
+_POLL_READ = POLLIN | POLLPRI
+_POLL_READ_WRITE = POLLIN | POLLPRI | POLLOUT
+
 
 def poll(
     timeout, map, wait=None, read=read, write=write, _exception=_exception, sleep=None,
@@ -263,7 +267,84 @@ def poll(
     replaced asyncore.read (or select.select, as gevent does), the pass runs
     through the replacements, as 3.11's did; ``timers`` is then the active
     core's timer module.
+
+    This is _poll_timers without the timers and the ``wait`` hook, which
+    send a pass there: what every pass of a program without timers runs,
+    so no instruction here is spent on them (a pass serving one message
+    costs about as much as the message).
     """
+    if timers._active or wait is not None:
+        return _poll_timers(timeout, map, wait, read, write, _exception, sleep, timers)
+    if not map:
+        return
+    r = []
+    w = []
+    # e, every descriptor in r or w in map order, is r itself until a
+    # channel is writable but not readable: one append less per channel.
+    e = None
+    # The pairs as the pass starts, as 3.11's list(map.items()).  A dict is
+    # copied (one call, so no other thread's change lands halfway) and its
+    # items walked: the iterator reuses its pair, so there is no tuple per
+    # channel to make, free and count towards a garbage collection (a tenth
+    # of what an idle channel costs a pass).  Any other mapping is asked
+    # for its items, as 3.11 did.
+    if type(map) is dict:
+        channels = map.copy().items()
+    else:
+        channels = list(map.items())
+    for fd, obj in channels:
+        is_r = obj.readable()
+        is_w = obj.writable()
+        if is_r:
+            r.append(fd)
+            if e is not None:
+                e.append(fd)
+            # A listening socket is never waited on for writing.
+            if is_w and not obj.accepting:
+                w.append(fd)
+        elif is_w:
+            if e is None:
+                e = r[:]
+            e.append(fd)
+            if not obj.accepting:
+                w.append(fd)
+    if e is None:
+        if not r:
+            (sleep or time.sleep)(timeout)
+            return
+        e = r
+    # _wait_select, inline.
+    try:
+        ready = select.select(r, w, e, timeout)
+    except ValueError as err:
+        if not HAS_POLL or str(err) != _PAST_FD_SETSIZE:
+            raise
+        ready = None
+    # Outside the handler, so its errors carry no __context__.
+    if ready is None:
+        ready = _wait_poll(r, w, e, timeout, map)
+    r, w, e = ready
+    # The map is consulted again: a handler earlier in this pass may have
+    # closed or replaced a channel.
+    for fd in r:
+        obj = map.get(fd)
+        if obj is not None:
+            read(obj)
+    for fd in w:
+        obj = map.get(fd)
+        if obj is not None:
+            write(obj)
+    for fd in e:
+        obj = map.get(fd)
+        if obj is not None:
+            _exception(obj)
+    if timers._active:
+        # A handler started the first timer: it may be due already.
+        _run_timers(map, timers)
+
+
+def _poll_timers(timeout, map, wait, read, write, _exception, sleep, timers):
+    """poll() with the map's timers, or through asyncore's hooks."""
     # Timers (issue 14): the map's queue, None unless timers or hand-overs exist.
     tq = timers.queue(map) if timers._active else None
     if not map and tq is None:
@@ -301,8 +382,6 @@ def poll(
     if tq is not None and r and r[-1] is tq.wake_key:
         r.pop()
         tq.drain()
-    # The map is consulted again: a handler earlier in this pass may have
-    # closed or replaced a channel.
     for fd in r:
         obj = map.get(fd)
         if obj is not None:
@@ -327,10 +406,45 @@ def _run_timers(map, timers):
 
 
 def poll2(timeout, map, pollster=None, readwrite=readwrite, sleep=None, timers=timers):
-    """One poll-style pass; the hooks are as for poll()."""
+    """One poll-style pass; the hooks are as for poll().
+
+    As poll() is to _poll_timers, this is _poll2_timers without timers,
+    hooks, or a wait that nothing may end (no timeout, or a negative one),
+    which go there.
+    """
     ms = None if timeout is None else int(timeout * 1000)
+    if timers._active or pollster is not None or ms is None or ms < 0:
+        return _poll2_timers(ms, timeout, map, pollster, readwrite, sleep, timers)
+    pollster = select.poll()
+    if not map:
+        return
+    register = pollster.register
+    # The pairs as the pass starts: see poll().
+    if type(map) is dict:
+        channels = map.copy().items()
+    else:
+        channels = list(map.items())
+    for fd, obj in channels:
+        if obj.readable():
+            if obj.writable() and not obj.accepting:
+                register(fd, _POLL_READ_WRITE)
+            else:
+                register(fd, _POLL_READ)
+        elif obj.writable() and not obj.accepting:
+            register(fd, POLLOUT)
+    for fd, flags in pollster.poll(ms):
+        obj = map.get(fd)
+        if obj is not None:
+            readwrite(obj, flags)
+    if timers._active:
+        # A handler started the first timer: it may be due already.
+        _run_timers(map, timers)
+
+
+def _poll2_timers(ms, timeout, map, pollster, readwrite, sleep, timers):
+    """poll2() with the map's timers, through asyncore's hooks, or with no bound on the wait."""
     pollster = (pollster or select.poll)()
-    # Timers (issue 14): as in poll().
+    # Timers (issue 14): as in _poll_timers().
     tq = timers.queue(map) if timers._active else None
     if not map and tq is None:
         return
@@ -393,80 +507,113 @@ def chat_consume(chan, data):
     cuts the bytes at the offset only when somebody reads it.  Before each
     callback the state is published, after it the state is read back, so a
     handler sees, and may replace, exactly what it would see on 3.11.
+
+    Every attribute access here is paid per message: async_chat has no
+    class defaults for _ac_in/_ac_pos (each access is then one specialised
+    instance access), and nothing is stored that the channel already holds
+    (when found_terminator() leaves nothing to consume, the read-back state
+    is the final one).
     """
-    buf = chan._ac_in
+    try:
+        buf = chan._ac_in
+    except AttributeError:
+        raise _no_ac_in_buffer(chan) from None
     pos = chan._ac_pos
     if pos:
         buf = buf[pos:]
     buf = buf + data
     pos = 0
     while len(buf) > pos:
-        lb = len(buf) - pos
         terminator = chan.get_terminator()
-        if not terminator:
+        # A non-empty bytes terminator, the common case, is told by its type:
+        # isinstance(terminator, int) failing costs a lookup of __class__.
+        if type(terminator) is not bytes or not terminator:
+            if not terminator:
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                chan.collect_incoming_data(buf[pos:] if pos else buf)
+                buf = b""
+                pos = 0
+                continue
+            if isinstance(terminator, int):
+                lb = len(buf) - pos
+                chan._ac_in = buf
+                chan._ac_pos = pos
+                if lb < terminator:
+                    chan.collect_incoming_data(buf[pos:] if pos else buf)
+                    buf = b""
+                    pos = 0
+                    chan._ac_in = buf
+                    chan._ac_pos = pos
+                    chan.terminator = chan.terminator - lb
+                else:
+                    chan.collect_incoming_data(buf[pos : pos + _count(terminator, lb)])
+                    buf = chan._ac_in
+                    pos = chan._ac_pos
+                    pos = min(pos + _count(terminator, len(buf) - pos), len(buf))
+                    chan._ac_in = buf
+                    chan._ac_pos = pos
+                    chan.terminator = 0
+                    chan.found_terminator()
+                    buf = chan._ac_in
+                    pos = chan._ac_pos
+                    if len(buf) <= pos:
+                        # All consumed, and the channel holds it so: no store.
+                        return
+                continue
+        # len() first, as 3.11: a terminator that is neither fails there.
+        tlen = len(terminator)
+        index = buf.find(terminator, pos)
+        if index != -1:
+            chan._ac_in = buf
+            chan._ac_pos = pos
+            if index > pos:
+                chan.collect_incoming_data(buf[pos:index])
+                # The handler may have replaced the buffer; cut what it left.
+                buf = chan._ac_in
+                index = index - pos + chan._ac_pos
+            # The channel holds buf (ours, or the handler's): only the
+            # offset changes.
+            end = index + tlen
+            if end < len(buf):
+                chan._ac_pos = end
+            else:
+                # Nothing left: 3.11's empty rest, and the received
+                # bytes are not kept alive until the next read.
+                chan._ac_in = buf[end:]
+                chan._ac_pos = 0
+            chan.found_terminator()
+            buf = chan._ac_in
+            pos = chan._ac_pos
+            if len(buf) <= pos:
+                # All consumed, and the channel holds it so: no store.
+                return
+        else:
+            keep = _prefix_at_end(buf, pos, terminator)
+            if keep:
+                if keep != len(buf) - pos:
+                    chan._ac_in = buf
+                    chan._ac_pos = pos
+                    chan.collect_incoming_data(buf[pos : len(buf) - keep])
+                    buf = chan._ac_in
+                    pos = max(chan._ac_pos, len(buf) - keep)
+                break
             chan._ac_in = buf
             chan._ac_pos = pos
             chan.collect_incoming_data(buf[pos:] if pos else buf)
             buf = b""
             pos = 0
-        elif isinstance(terminator, int):
-            if lb < terminator:
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.collect_incoming_data(buf[pos:] if pos else buf)
-                buf = b""
-                pos = 0
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.terminator = chan.terminator - lb
-            else:
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.collect_incoming_data(buf[pos : pos + _count(terminator, lb)])
-                buf = chan._ac_in
-                pos = chan._ac_pos
-                pos = min(pos + _count(terminator, len(buf) - pos), len(buf))
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.terminator = 0
-                chan.found_terminator()
-                buf = chan._ac_in
-                pos = chan._ac_pos
-        else:
-            tlen = len(terminator)
-            index = buf.find(terminator, pos)
-            if index != -1:
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                if index > pos:
-                    chan.collect_incoming_data(buf[pos:index])
-                    # The handler may have replaced the buffer; cut what it left.
-                    buf = chan._ac_in
-                    index = index - pos + chan._ac_pos
-                    pos = chan._ac_pos
-                pos = min(index + tlen, len(buf))
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.found_terminator()
-                buf = chan._ac_in
-                pos = chan._ac_pos
-            else:
-                keep = _prefix_at_end(buf, pos, terminator)
-                if keep:
-                    if keep != lb:
-                        chan._ac_in = buf
-                        chan._ac_pos = pos
-                        chan.collect_incoming_data(buf[pos : len(buf) - keep])
-                        buf = chan._ac_in
-                        pos = max(chan._ac_pos, len(buf) - keep)
-                    break
-                chan._ac_in = buf
-                chan._ac_pos = pos
-                chan.collect_incoming_data(buf[pos:] if pos else buf)
-                buf = b""
-                pos = 0
     chan._ac_in = buf
     chan._ac_pos = pos
+
+
+def _no_ac_in_buffer(chan):
+    """3.11's error for an async_chat whose __init__ never ran."""
+    return AttributeError(
+        "'%s' object has no attribute 'ac_in_buffer'" % type(chan).__name__,
+        name="ac_in_buffer",
+        obj=chan,
+    )
 
 
 def _count(n, available):
