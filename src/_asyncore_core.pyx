@@ -2400,6 +2400,19 @@ cdef dict _input_dict(object chan):
     return _dict_or_none(chan)
 
 
+cdef object _in_first(object chan, dict d):
+    """chan._ac_in, or 3.11's error for an async_chat whose __init__ never ran."""
+    cdef PyObject *found
+    if d is not None:
+        found = PyDict_GetItemWithError(d, S_AC_IN)
+        if found != NULL:
+            return <object>found
+    try:
+        return chan._ac_in
+    except AttributeError:
+        raise _pure._no_ac_in_buffer(chan) from None
+
+
 cdef inline object _in_get(object chan, dict d, object name):
     cdef PyObject *found
     if d is not None:
@@ -2430,7 +2443,7 @@ def chat_consume(chan, data):
     cdef Py_ssize_t shown_pos = -1
     cdef dict d = _input_dict(chan)
     shown = None    # the pair (shown, shown_pos) the channel holds now
-    buf = _in_get(chan, d, S_AC_IN)
+    buf = _in_first(chan, d)
     pos = _in_get(chan, d, S_AC_POS)
     if pos:
         buf = buf[pos:]
