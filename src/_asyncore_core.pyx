@@ -23,6 +23,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF, PyObject
 from libc.errno cimport EINTR, errno
 from libc.math cimport ceil
+from libc.string cimport memset
 
 from includes.system cimport (
     CYA_HAVE_POLL,
@@ -2334,6 +2335,120 @@ cdef inline int _one_pass(_Pass p, bint with_poll, object timeout, object map) e
     return _run_timers(map)
 
 
+# ------------------------------------- our classes, as our methods see them
+
+# Set by bind_methods() when asyncore is imported.
+cdef object _dispatcher_class = None    # asyncore.dispatcher
+cdef object _py_dws_initiate_send = None
+cdef object _c_dispatcher_send = None   # dispatcher.send below
+# The Python original of dispatcher_with_send.send: its general case.
+cdef object _py_dws_send = None
+cdef object S_SEND = "send"
+cdef object S_INITIATE_SEND = "initiate_send"
+cdef object _EMPTY = b""
+
+# asynchat's handle_read original (its general case), and what the
+# compiled methods compare with (see bind_chat).
+cdef object _py_chat_handle_read = None
+cdef object _c_ac_in_buffer = None      # async_chat.ac_in_buffer below, the property
+cdef object _py_get_terminator = None
+# The channel whose push() is running our initiate_send(): push() tells the
+# loop about the fifo itself, once, when both are done.
+cdef object _quiet = None
+cdef object _c_chat_initiate_send = None    # async_chat.initiate_send below
+cdef object S_AC_IN_BUFFER = "ac_in_buffer"
+cdef object S_GET_TERMINATOR = "get_terminator"
+cdef object S_TERMINATOR = "terminator"
+cdef object _BYTEISH = (bytes, bytearray, memoryview)
+
+
+# What a class makes of our own methods, judged once per class (issue 11).
+# Each compiled method used to ask the class, per call, whether the
+# attributes it reads are still ours (a type lookup each); now one cached
+# verdict answers for all of them.  It is keyed by the class and its
+# version tag, which CPython changes whenever the class or one of its bases
+# is modified and never hands out twice: an override assigned later is seen
+# at the next call, exactly as attribute lookup would see it.
+
+cdef enum:
+    V_STATE = 1         # connected and accepting: our Watched, a plain stored value
+    V_FIFO = 2          # producer_fifo: our Watched
+    V_INITIATE = 4      # initiate_send: async_chat's compiled one
+    V_SEND = 8          # send: dispatcher's compiled one
+    V_TERMINATOR = 16   # get_terminator: ours; terminator: no data descriptor
+    V_PLAIN_INPUT = 32  # _ac_in and _ac_pos: plain instance attributes in the __dict__
+    V_INPUT = 64        # ac_in_buffer: the compiled property, over plain _ac_in/_ac_pos
+
+ctypedef struct _Verdict:
+    PyTypeObject *tp
+    unsigned int tag
+    int bits
+
+cdef enum:
+    N_VERDICTS = 16     # a direct-mapped cache: a program has few channel classes
+
+cdef _Verdict _verdicts[N_VERDICTS]
+
+
+cdef bint _plain_watched(PyTypeObject *tp, object name, object desc) noexcept:
+    cdef Watched w
+    if desc is None or _PyType_Lookup(tp, <PyObject *>name) != <PyObject *>desc:
+        return False
+    w = <Watched>desc
+    return not w.in_dict and not w.on_read and w.has_default
+
+
+cdef int _judge_class(PyTypeObject *tp) noexcept:
+    cdef int bits = 0
+    cdef bint generic = tp.tp_getattro == <void *>PyObject_GenericGetAttr \
+        and tp.tp_setattro == <void *>PyObject_GenericSetAttr and tp.tp_dictoffset != 0
+    if _plain_watched(tp, S_CONNECTED, _d_connected) \
+            and _plain_watched(tp, S_ACCEPTING, _d_accepting):
+        bits |= V_STATE
+    if _d_producer_fifo is not None and _PyType_Lookup(
+            tp, <PyObject *>S_PRODUCER_FIFO) == <PyObject *>_d_producer_fifo:
+        bits |= V_FIFO
+    if _c_chat_initiate_send is not None and _PyType_Lookup(
+            tp, <PyObject *>S_INITIATE_SEND) == <PyObject *>_c_chat_initiate_send:
+        bits |= V_INITIATE
+    if _c_dispatcher_send is not None and _PyType_Lookup(
+            tp, <PyObject *>S_SEND) == <PyObject *>_c_dispatcher_send:
+        bits |= V_SEND
+    if _py_get_terminator is not None and _PyType_Lookup(
+            tp, <PyObject *>S_GET_TERMINATOR) == <PyObject *>_py_get_terminator \
+            and not _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_TERMINATOR)):
+        bits |= V_TERMINATOR
+    if generic and not _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_AC_IN)) \
+            and not _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_AC_POS)):
+        bits |= V_PLAIN_INPUT
+        if _c_ac_in_buffer is not None and _PyType_Lookup(
+                tp, <PyObject *>S_AC_IN_BUFFER) == <PyObject *>_c_ac_in_buffer:
+            bits |= V_INPUT
+    return bits
+
+
+cdef int _judge_and_keep(PyTypeObject *tp, _Verdict *v) noexcept:
+    cdef int bits = _judge_class(tp)
+    if PyUnstable_Type_AssignVersionTag(tp):
+        v.tp = tp
+        v.tag = tp.tp_version_tag
+        v.bits = bits
+    return bits
+
+
+cdef inline int _verdict(object obj) noexcept:
+    cdef PyTypeObject *tp = _type_of(<PyObject *>obj)
+    cdef _Verdict *v = &_verdicts[(<size_t>tp >> 4) % N_VERDICTS]
+    if v.tp == tp and v.tag != 0 and v.tag == tp.tp_version_tag:
+        return v.bits
+    return _judge_and_keep(tp, v)
+
+
+cdef void _forget_verdicts() noexcept:
+    # What the verdicts compare with has changed (bind_methods, bind_chat).
+    memset(_verdicts, 0, sizeof(_verdicts))
+
+
 # -------------------------------------------------- async_chat input path
 
 
@@ -2350,15 +2465,12 @@ cdef object _terminator_of(object chan, dict d):
     ``d`` is chan's instance __dict__ (see _input_dict), or None.
     """
     cdef PyObject *found
-    cdef PyTypeObject *tp = _type_of(<PyObject *>chan)
-    if d is not None and _py_get_terminator is not None and _PyType_Lookup(
-            tp, <PyObject *>S_GET_TERMINATOR) == <PyObject *>_py_get_terminator \
+    if d is not None and _verdict(chan) & V_TERMINATOR \
             and PyDict_GetItemWithError(d, S_GET_TERMINATOR) == NULL:
-        # Its body is ``return self.terminator``; an instance value under
-        # that name is what attribute lookup finds, unless the class has a
-        # data descriptor there.
+        # Its body is ``return self.terminator``, and the class has no data
+        # descriptor there: an instance value is what attribute lookup finds.
         found = PyDict_GetItemWithError(d, S_TERMINATOR)
-        if found != NULL and not _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_TERMINATOR)):
+        if found != NULL:
             return <object>found
         return chan.terminator
     return chan.get_terminator()
@@ -2372,10 +2484,6 @@ cdef object S_AC_IN = "_ac_in"
 cdef object S_AC_POS = "_ac_pos"
 
 
-cdef PyTypeObject *_input_type = NULL
-cdef unsigned int _input_tag = 0
-
-
 cdef dict _input_dict(object chan):
     """The instance __dict__ where chan's _ac_in and _ac_pos live, or None.
 
@@ -2383,21 +2491,89 @@ cdef dict _input_dict(object chan):
     class with the generic attribute methods and no data descriptor of
     either name; any other object (asynchat's _PlainInput) gets getattr.
     """
-    global _input_type, _input_tag
-    cdef PyTypeObject *tp = _type_of(<PyObject *>chan)
-    if tp == _input_type and _input_tag != 0 and tp.tp_version_tag == _input_tag:
+    if _verdict(chan) & V_PLAIN_INPUT:
         return _dict_or_none(chan)
-    if tp.tp_getattro != <void *>PyObject_GenericGetAttr \
-            or tp.tp_setattro != <void *>PyObject_GenericSetAttr:
-        return None
-    if _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_AC_IN)) \
-            or _is_data_descriptor(_PyType_Lookup(tp, <PyObject *>S_AC_POS)):
-        return None
-    # The verdict holds while the class is unchanged (version tags are never reused).
-    if PyUnstable_Type_AssignVersionTag(tp):
-        _input_type = tp
-        _input_tag = tp.tp_version_tag
-    return _dict_or_none(chan)
+    return None
+
+
+# Live input (issue 11).  While chat_consume() runs a channel's callbacks,
+# the channel's unconsumed input is kept here, in C, instead of being
+# written to its _ac_in/_ac_pos before and read back after every callback:
+# our ac_in_buffer property (async_chat.ac_in_buffer below) reads and
+# assigns the frame, so a callback sees exactly what it saw in 3.11.  The
+# instance gets the final state once, when chat_consume() returns (or
+# raises).  A nested chat_consume() of the same channel (a callback that
+# reads again) shares the frame, as it would have shared the attributes;
+# the slots are not a stack, since another thread's channels may come and
+# go while a callback has released the GIL.
+
+ctypedef struct _Live:
+    PyObject *chan          # borrowed: the chat_consume() that owns the slot holds it
+    PyObject *buf           # owned
+    Py_ssize_t pos
+
+cdef enum:
+    N_LIVE = 8              # more channels at once (threads) publish as before
+
+cdef _Live _lives[N_LIVE]
+cdef int _lives_used = 0
+
+
+cdef inline _Live *_live_of(object chan) noexcept:
+    cdef int i
+    if _lives_used == 0:
+        return NULL
+    for i in range(N_LIVE):
+        if _lives[i].chan == <PyObject *>chan:
+            return &_lives[i]
+    return NULL
+
+
+cdef inline void _live_put(_Live *f, object buf, Py_ssize_t pos) noexcept:
+    cdef PyObject *old = f.buf
+    Py_INCREF(buf)
+    f.buf = <PyObject *>buf
+    f.pos = pos
+    Py_XDECREF(old)
+
+
+cdef _Live *_live_enter(object chan, object buf, Py_ssize_t pos) noexcept:
+    """A frame for chan holding (buf, pos), or NULL when every slot is taken."""
+    global _lives_used
+    cdef int i
+    for i in range(N_LIVE):
+        if _lives[i].chan == NULL:
+            _lives[i].chan = <PyObject *>chan
+            _lives[i].buf = NULL
+            _live_put(&_lives[i], buf, pos)
+            _lives_used += 1
+            return &_lives[i]
+    return NULL
+
+
+cdef int _live_leave(_Live *f, dict d, object buf0, Py_ssize_t pos0) except -1:
+    """Give the frame's state to the instance and free the slot.
+
+    (buf0, pos0) is what the instance held when the frame was made; only
+    the frame was written while it lived.
+    """
+    global _lives_used
+    cdef Py_ssize_t pos = f.pos
+    buf = <object>f.buf
+    f.chan = NULL
+    f.buf = NULL
+    _lives_used -= 1
+    Py_DECREF(buf)      # the slot's reference: <object> above took one of its own
+    if type(buf) is bytes and pos >= PyBytes_GET_SIZE(buf):
+        # All consumed: what 3.11 held then, and what ac_in_buffer reads
+        # without cutting.
+        buf = _EMPTY
+        pos = 0
+    # A channel that reads whole lines holds this state already.
+    if buf is buf0 and pos == pos0:
+        return 0
+    _in_store(None, d, buf, pos)
+    return 0
 
 
 cdef object _in_first(object chan, dict d):
@@ -2413,16 +2589,29 @@ cdef object _in_first(object chan, dict d):
         raise _pure._no_ac_in_buffer(chan) from None
 
 
-cdef inline object _in_get(object chan, dict d, object name):
+cdef inline object _in_buf(object chan, dict d, _Live *f):
     cdef PyObject *found
+    if f != NULL:
+        return <object>f.buf
     if d is not None:
-        found = PyDict_GetItemWithError(d, name)
+        found = PyDict_GetItemWithError(d, S_AC_IN)
         if found != NULL:
             return <object>found
-    return getattr(chan, name)
+    return chan._ac_in
 
 
-cdef inline int _in_set(object chan, dict d, object buf, object pos) except -1:
+cdef inline Py_ssize_t _in_pos(object chan, dict d, _Live *f) except -1:
+    cdef PyObject *found
+    if f != NULL:
+        return f.pos
+    if d is not None:
+        found = PyDict_GetItemWithError(d, S_AC_POS)
+        if found != NULL:
+            return <object>found
+    return chan._ac_pos
+
+
+cdef int _in_store(object chan, dict d, object buf, Py_ssize_t pos) except -1:
     # The publication order of the Python original: _ac_in, then _ac_pos.
     if d is not None:
         d[S_AC_IN] = buf
@@ -2430,21 +2619,36 @@ cdef inline int _in_set(object chan, dict d, object buf, object pos) except -1:
     else:
         chan._ac_in = buf
         chan._ac_pos = pos
-    return 0
+
+
+cdef inline int _in_set(object chan, dict d, _Live *f, object buf, Py_ssize_t pos) except -1:
+    if f != NULL:
+        _live_put(f, buf, pos)
+        return 0
+    return _in_store(chan, d, buf, pos)
 
 
 def chat_consume(chan, data):
     """Split received data on the channel's terminators: see _core_py.chat_consume.
 
     The same algorithm, with the search done in C when the buffer and the
-    terminator are plain bytes.
+    terminator are plain bytes, and the unconsumed input in a live frame
+    (above) while the callbacks run.
     """
-    cdef Py_ssize_t pos, lb, index, tlen, keep, n
+    cdef Py_ssize_t pos, pos0, lb, index, tlen, keep, n
     cdef Py_ssize_t shown_pos = -1
     cdef dict d = _input_dict(chan)
-    shown = None    # the pair (shown, shown_pos) the channel holds now
-    buf = _in_first(chan, d)
-    pos = _in_get(chan, d, S_AC_POS)
+    cdef _Live *f = _live_of(chan)
+    cdef _Live *own = NULL
+    shown = None    # without a frame: the pair (shown, shown_pos) the channel holds now
+    if f != NULL:
+        buf = <object>f.buf
+        pos = f.pos
+    else:
+        buf = _in_first(chan, d)
+        pos = _in_pos(chan, d, NULL)
+    buf0 = buf
+    pos0 = pos
     if pos:
         buf = buf[pos:]
     if type(buf) is bytes and type(data) is bytes and PyBytes_GET_SIZE(buf) == 0:
@@ -2452,78 +2656,85 @@ def chat_consume(chan, data):
     else:
         buf = buf + data
     pos = 0
-    while len(buf) > pos:
-        lb = len(buf) - pos
-        terminator = _terminator_of(chan, d)
-        if not terminator:
-            _in_set(chan, d, buf, pos)
-            shown, shown_pos = buf, pos
-            chan.collect_incoming_data(buf[pos:] if pos else buf)
-            buf = b""
-            pos = 0
-        elif isinstance(terminator, int):
-            if lb < terminator:
-                _in_set(chan, d, buf, pos)
+    if f == NULL and d is not None and _verdict(chan) & V_INPUT:
+        # It starts from what the instance holds: an error before the first
+        # publication leaves the instance as it was, as in the pure core.
+        f = own = _live_enter(chan, buf0, pos0)
+    try:
+        while len(buf) > pos:
+            lb = len(buf) - pos
+            terminator = _terminator_of(chan, d)
+            if not terminator:
+                _in_set(chan, d, f, buf, pos)
                 shown, shown_pos = buf, pos
                 chan.collect_incoming_data(buf[pos:] if pos else buf)
-                buf = b""
+                buf = _EMPTY
                 pos = 0
-                _in_set(chan, d, buf, pos)
-                shown, shown_pos = buf, pos
-                chan.terminator = chan.terminator - lb
+            elif isinstance(terminator, int):
+                if lb < terminator:
+                    _in_set(chan, d, f, buf, pos)
+                    shown, shown_pos = buf, pos
+                    chan.collect_incoming_data(buf[pos:] if pos else buf)
+                    buf = _EMPTY
+                    pos = 0
+                    _in_set(chan, d, f, buf, pos)
+                    shown, shown_pos = buf, pos
+                    chan.terminator = chan.terminator - lb
+                else:
+                    # A count below -lb slices like -lb - 1: to nothing.
+                    n = max(terminator, -lb - 1)
+                    _in_set(chan, d, f, buf, pos)
+                    shown, shown_pos = buf, pos
+                    chan.collect_incoming_data(buf[pos:pos + _span(n, lb)])
+                    buf = _in_buf(chan, d, f)
+                    pos = _in_pos(chan, d, f)
+                    pos = min(pos + _span_obj(terminator, len(buf) - pos), len(buf))
+                    _in_set(chan, d, f, buf, pos)
+                    shown, shown_pos = buf, pos
+                    chan.terminator = 0
+                    chan.found_terminator()
+                    buf = _in_buf(chan, d, f)
+                    pos = _in_pos(chan, d, f)
+                    shown, shown_pos = buf, pos
             else:
-                # A count below -lb slices like -lb - 1: to nothing.
-                n = max(terminator, -lb - 1)
-                _in_set(chan, d, buf, pos)
-                shown, shown_pos = buf, pos
-                chan.collect_incoming_data(buf[pos:pos + _span(n, lb)])
-                buf = _in_get(chan, d, S_AC_IN)
-                pos = _in_get(chan, d, S_AC_POS)
-                shown, shown_pos = buf, pos
-                pos = min(pos + _span_obj(terminator, len(buf) - pos), len(buf))
-                _in_set(chan, d, buf, pos)
-                shown, shown_pos = buf, pos
-                chan.terminator = 0
-                chan.found_terminator()
-                buf = _in_get(chan, d, S_AC_IN)
-                pos = _in_get(chan, d, S_AC_POS)
-                shown, shown_pos = buf, pos
-        else:
-            tlen = len(terminator)
-            index = _find(buf, terminator, pos)
-            if index != -1:
-                _in_set(chan, d, buf, pos)
-                shown, shown_pos = buf, pos
-                if index > pos:
-                    chan.collect_incoming_data(_piece(buf, pos, index))
-                    buf = _in_get(chan, d, S_AC_IN)
-                    index = index - pos + <Py_ssize_t>_in_get(chan, d, S_AC_POS)
-                    pos = _in_get(chan, d, S_AC_POS)
-                pos = min(index + tlen, len(buf))
-                _in_set(chan, d, buf, pos)
-                shown, shown_pos = buf, pos
-                chan.found_terminator()
-                buf = _in_get(chan, d, S_AC_IN)
-                pos = _in_get(chan, d, S_AC_POS)
-                shown, shown_pos = buf, pos
-            else:
-                keep = _prefix_at_end(buf, pos, terminator)
-                if keep:
-                    if keep != lb:
-                        _in_set(chan, d, buf, pos)
-                        shown, shown_pos = buf, pos
-                        chan.collect_incoming_data(buf[pos:len(buf) - keep])
-                        buf = _in_get(chan, d, S_AC_IN)
-                        pos = max(<Py_ssize_t>_in_get(chan, d, S_AC_POS), len(buf) - keep)
-                    break
-                _in_set(chan, d, buf, pos)
-                shown, shown_pos = buf, pos
-                chan.collect_incoming_data(buf[pos:] if pos else buf)
-                buf = b""
-                pos = 0
-    # What the last callback left, or the last publication, needs no repeating.
-    if buf is not shown or pos != shown_pos:
-        _in_set(chan, d, buf, pos)
+                tlen = len(terminator)
+                index = _find(buf, terminator, pos)
+                if index != -1:
+                    _in_set(chan, d, f, buf, pos)
+                    shown, shown_pos = buf, pos
+                    if index > pos:
+                        chan.collect_incoming_data(_piece(buf, pos, index))
+                        buf = _in_buf(chan, d, f)
+                        index = index - pos + _in_pos(chan, d, f)
+                    pos = min(index + tlen, len(buf))
+                    _in_set(chan, d, f, buf, pos)
+                    chan.found_terminator()
+                    buf = _in_buf(chan, d, f)
+                    pos = _in_pos(chan, d, f)
+                    shown, shown_pos = buf, pos
+                else:
+                    keep = _prefix_at_end(buf, pos, terminator)
+                    if keep:
+                        if keep != lb:
+                            _in_set(chan, d, f, buf, pos)
+                            shown, shown_pos = buf, pos
+                            chan.collect_incoming_data(buf[pos:len(buf) - keep])
+                            buf = _in_buf(chan, d, f)
+                            pos = max(_in_pos(chan, d, f), len(buf) - keep)
+                        break
+                    _in_set(chan, d, f, buf, pos)
+                    shown, shown_pos = buf, pos
+                    chan.collect_incoming_data(buf[pos:] if pos else buf)
+                    buf = _EMPTY
+                    pos = 0
+        if f != NULL:
+            _live_put(f, buf, pos)
+        elif buf is not shown or pos != shown_pos:
+            # What the last callback left, or the last publication, needs no repeating.
+            _in_store(chan, d, buf, pos)
+    finally:
+        if own != NULL:
+            _live_leave(own, d, buf0, pos0)
 
 
 cdef inline Py_ssize_t _span(Py_ssize_t n, Py_ssize_t available) noexcept:
@@ -2584,17 +2795,6 @@ cdef extern from "errno.h":
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
 
-# Set by bind_methods() when asyncore is imported.
-cdef object _dispatcher_class = None    # asyncore.dispatcher
-cdef object _py_dws_initiate_send = None
-cdef object _c_dispatcher_send = None   # dispatcher.send below
-# The Python original of dispatcher_with_send.send: its general case.
-cdef object _py_dws_send = None
-cdef object S_SEND = "send"
-cdef object S_INITIATE_SEND = "initiate_send"
-cdef object _EMPTY = b""
-
-
 cdef tuple _sockio_keep = None     # what sockio.h holds borrowed: see _probe_sockets
 
 
@@ -2654,16 +2854,14 @@ cdef object _state(object obj, object name, object desc, dict d=None):
     """
     cdef Watched w
     cdef PyObject *found
-    if desc is not None and _PyType_Lookup(
-            _type_of(<PyObject *>obj), <PyObject *>name) == <PyObject *>desc:
+    if _verdict(obj) & V_STATE:
         w = <Watched>desc
-        if not w.in_dict and not w.on_read and w.has_default:
-            if d is not None:
-                found = PyDict_GetItemWithError(d, w.storage)
-                if found != NULL:
-                    return <object>found
-            value = _get_stored(obj, w.storage)
-            return w.default if value is _ABSENT else value
+        if d is not None:
+            # Only Watched stores under that name, and only on instances.
+            found = PyDict_GetItemWithError(d, w.storage)
+            return <object>found if found != NULL else w.default
+        value = _get_stored(obj, w.storage)
+        return w.default if value is _ABSENT else value
     return getattr(obj, name)
 
 
@@ -2671,9 +2869,12 @@ class dispatcher:
     """Compiled methods of asyncore.dispatcher (a namespace; see above)."""
 
     def handle_read_event(self):
-        if _state(self, S_ACCEPTING, _d_accepting):
+        # async_chat's __dict__ is materialised by its input path anyway:
+        # the state is found there quickest.
+        cdef dict d = _dict_or_none(self) if _verdict(self) & V_INPUT else None
+        if _state(self, S_ACCEPTING, _d_accepting, d):
             self.handle_accept()
-        elif not _state(self, S_CONNECTED, _d_connected):
+        elif not _state(self, S_CONNECTED, _d_connected, d):
             if self.connecting:
                 self.handle_connect_event()
             self.handle_read()
@@ -2804,27 +3005,10 @@ class dispatcher_with_send:
         return None
 
 
-# asynchat's handle_read original (its general case), and what the
-# compiled methods compare with (see bind_chat).
-cdef object _py_chat_handle_read = None
-cdef object _ac_in_buffer = None        # async_chat.ac_in_buffer, the property
-cdef object _py_get_terminator = None
-# The channel whose push() is running our initiate_send(): push() tells the
-# loop about the fifo itself, once, when both are done.
-cdef object _quiet = None
-cdef object _c_chat_initiate_send = None    # async_chat.initiate_send below
-cdef object S_AC_IN_BUFFER = "ac_in_buffer"
-cdef object S_GET_TERMINATOR = "get_terminator"
-cdef object S_TERMINATOR = "terminator"
-cdef object _BYTEISH = (bytes, bytearray, memoryview)
-
-
 cdef object _fifo_of(object self):
     """self.producer_fifo, without telling the loop (our methods tell it themselves)."""
     cdef PyObject *found
-    if _d_producer_fifo is not None and _PyType_Lookup(
-            _type_of(<PyObject *>self), <PyObject *>S_PRODUCER_FIFO) \
-            == <PyObject *>_d_producer_fifo:
+    if _verdict(self) & V_FIFO:
         d = _dict_or_none(self)
         if d is not None:
             found = PyDict_GetItemWithError(d, S_PRODUCER_FIFO)
@@ -2840,11 +3024,10 @@ cdef object _rest(object data, Py_ssize_t sent):
     return data[sent:]
 
 
-cdef bint _own_method(object self, object name, object func) except -1:
-    """Whether self.<name> is func: ours on the class, nothing on the instance."""
-    if _PyType_Lookup(_type_of(<PyObject *>self), <PyObject *>name) != <PyObject *>func:
+cdef bint _own_method(object self, object name, int bit, dict d) except -1:
+    """Whether self.<name> is ours (the verdict's ``bit``), with nothing on the instance."""
+    if not _verdict(self) & bit:
         return False
-    d = _dict_or_none(self)
     return d is None or PyDict_GetItemWithError(d, name) == NULL
 
 
@@ -2875,7 +3058,7 @@ cdef int _initiate(object self, object fifo) except -1:
         if isinstance(data, str) and self.use_encoding:
             data = data.encode(self.encoding)
         try:
-            if _own_method(self, S_SEND, _c_dispatcher_send):
+            if _own_method(self, S_SEND, V_SEND, d):
                 # dispatcher.send's body, without the call.
                 try:
                     sent = cya_sock_send(self.socket, data)
@@ -2904,9 +3087,36 @@ cdef int _initiate(object self, object fifo) except -1:
 class async_chat:
     """Compiled methods of asynchat.async_chat."""
 
+    @property
+    def ac_in_buffer(self):
+        """Received bytes not yet handed to collect_incoming_data()."""
+        cdef _Live *f = _live_of(self)
+        if f != NULL:
+            # A callback of chat_consume(), asking: the live frame holds it.
+            if f.pos:
+                rest = (<object>f.buf)[f.pos:]
+                _live_put(f, rest, 0)
+            return <object>f.buf
+        try:
+            pos = self._ac_pos
+        except AttributeError:
+            raise _pure._no_ac_in_buffer(self) from None
+        if pos:
+            self._ac_in = self._ac_in[pos:]
+            self._ac_pos = 0
+        return self._ac_in
+
+    @ac_in_buffer.setter
+    def ac_in_buffer(self, data):
+        cdef _Live *f = _live_of(self)
+        if f != NULL:
+            _live_put(f, data, 0)
+            return
+        self._ac_in = data
+        self._ac_pos = 0
+
     def handle_read(self):
-        if _PyType_Lookup(_type_of(<PyObject *>self), <PyObject *>S_AC_IN_BUFFER) \
-                != <PyObject *>_ac_in_buffer:
+        if not _verdict(self) & V_INPUT:
             return _py_chat_handle_read(self)
         try:
             data = self.recv(self.ac_in_buffer_size)
@@ -2932,7 +3142,7 @@ class async_chat:
                 fifo.append(data[start:start + size])
         else:
             fifo.append(data)
-        if _own_method(self, S_INITIATE_SEND, _c_chat_initiate_send):
+        if _own_method(self, S_INITIATE_SEND, V_INITIATE, _dict_or_none(self)):
             try:
                 _initiate(self, fifo)
             finally:
@@ -2973,15 +3183,16 @@ class async_chat:
 cdef object _consume = None    # chat_consume, below
 
 
-def bind_chat(ac_in_buffer, get_terminator, originals):
+def bind_chat(get_terminator, originals):
     """Called by asynchat at import, as bind_methods by asyncore."""
-    global _ac_in_buffer, _py_get_terminator, _py_chat_handle_read, _consume
-    global _c_chat_initiate_send
-    _ac_in_buffer = ac_in_buffer
+    global _py_get_terminator, _py_chat_handle_read, _consume
+    global _c_chat_initiate_send, _c_ac_in_buffer
     _py_get_terminator = get_terminator
     _py_chat_handle_read = originals["async_chat", "handle_read"]
     _consume = chat_consume
     _c_chat_initiate_send = async_chat.__dict__["initiate_send"]
+    _c_ac_in_buffer = async_chat.__dict__["ac_in_buffer"]
+    _forget_verdicts()
     return {("async_chat", name): value for name, value in async_chat.__dict__.items()
             if not name.startswith("__")}
 
@@ -2999,6 +3210,7 @@ def bind_methods(dispatcher_class, out_buffer, dws_initiate_send, originals):
     _py_dws_initiate_send = dws_initiate_send
     _c_dispatcher_send = dispatcher.__dict__["send"]
     _py_dws_send = originals["dispatcher_with_send", "send"]
+    _forget_verdicts()
     found = {}
     for namespace in (dispatcher, dispatcher_with_send):
         for name, value in namespace.__dict__.items():

@@ -906,6 +906,113 @@ class TestStateSeenFromCallbacks:
         assert chat.writable()
 
 
+class TestInputWhileCallbacksRun:
+    """Input state seen by callbacks that read again, run in threads, or change the class."""
+
+    class Nesting(ScriptedChat):
+        # found_terminator reads once more, from inside the running split.
+        def __init__(self):
+            super().__init__(b"\n")
+            self.nest = True
+
+        def found_terminator(self):
+            self.events.append(("found", self.ac_in_buffer))
+            if self.nest:
+                self.nest = False
+                self.handle_read()
+
+    def test_a_read_from_inside_found_terminator_continues_the_split(self):
+        chat = self.Nesting()
+        chat.script += [b"a\nb\n", b"c\n"]
+        chat.handle_read()
+        assert chat.events == [
+            ("data", b"a"), ("found", b"b\n"),
+            ("data", b"b"), ("found", b"c\n"),
+            ("data", b"c"), ("found", b""),
+        ]
+        assert chat.ac_in_buffer == b""
+        assert chat.errors == []
+
+    def test_a_read_from_inside_leaves_a_partial_record_for_the_outer_split(self):
+        chat = self.Nesting()
+        chat.script += [b"a\nb\n", b"c"]
+        chat.handle_read()
+        assert chat.events == [
+            ("data", b"a"), ("found", b"b\n"),
+            ("data", b"b"), ("found", b"c"),
+            ("data", b"c"),
+        ]
+        assert chat.ac_in_buffer == b""
+        chat.feed(b"d\n")
+        assert chat.events[-2:] == [("data", b"d"), ("found", b"")]
+
+    class Meeting(ScriptedChat):
+        # Every channel's found_terminator waits until all are inside theirs.
+        barrier = None
+
+        def found_terminator(self):
+            self.events.append(("found", self.ac_in_buffer))
+            self.barrier.wait()
+            self.events.append(("after", self.ac_in_buffer))
+            self.ac_in_buffer = self.ac_in_buffer + b"!"
+
+    @pytest.mark.parametrize("channels", [2, 12])
+    def test_channels_split_in_threads_at_once_keep_their_own_input(self, channels):
+        # More channels than the core keeps live input for at once (8) take
+        # its general path; each must see only its own bytes.
+        barrier = threading.Barrier(channels, timeout=support.DEADLINE)
+        chats = [self.Meeting() for _ in range(channels)]
+        for chat in chats:
+            chat.barrier = barrier
+        errors = []
+
+        def run(chat, i):
+            try:
+                chat.feed(b"%d\nrest%d" % (i, i))
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+                barrier.abort()
+
+        threads = [threading.Thread(target=run, args=(c, i)) for i, c in enumerate(chats)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(support.DEADLINE)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+        for i, chat in enumerate(chats):
+            rest = b"rest%d" % i
+            assert chat.events == [
+                ("data", b"%d" % i), ("found", rest), ("after", rest),
+                ("data", rest + b"!"),
+            ]
+            assert chat.ac_in_buffer == b""
+            assert chat.errors == []
+
+    def test_get_terminator_overridden_on_the_class_later_is_used(self):
+        class Later(ScriptedChat):
+            pass
+
+        chat = Later(b"\n").feed(b"a\nb;")
+        Later.get_terminator = lambda self: b";"
+        chat.feed(b"c;")
+        assert chat.events == [
+            ("data", b"a"), ("found", b"\n"),
+            ("data", b"b;"),
+            ("data", b"c"), ("found", b";"),
+        ]
+
+    def test_get_terminator_set_on_the_instance_is_used(self):
+        chat = ScriptedChat(b"\n").feed(b"a\n")
+        chat.get_terminator = lambda: b";"
+        chat.feed(b"b;c\n")
+        assert chat.events == [
+            ("data", b"a"), ("found", b"\n"),
+            ("data", b"b"), ("found", b";"),
+            ("data", b"c\n"),
+        ]
+
+
 # --------------------------------------------------------------------------
 # Output: push, producers, initiate_send, close_when_done
 # --------------------------------------------------------------------------

@@ -204,9 +204,6 @@ class async_chat(asyncore.dispatcher):
         self.producer_fifo.clear()
 
 
-_AC_IN_BUFFER = async_chat.__dict__["ac_in_buffer"]
-
-
 class _PlainInput:
     """Presents a channel whose ac_in_buffer is a plain attribute to the core.
 
@@ -321,6 +318,7 @@ def _watch_state():
 # Our methods that the compiled core has in C (issue 11), exchanged with
 # the active core as asyncore's are (see asyncore._install_methods).
 _COMPILED_METHODS = (
+    "ac_in_buffer",
     "handle_read",
     "push",
     "initiate_send",
@@ -331,7 +329,6 @@ _originals = {(async_chat, name): async_chat.__dict__[name] for name in _COMPILE
 _compiled = {}
 if asyncore._hooks is not None:
     _found = asyncore._hooks.bind_chat(
-        _AC_IN_BUFFER,
         async_chat.__dict__["get_terminator"],
         {("async_chat", name): f for (_, name), f in _originals.items()},
     )
