@@ -15,12 +15,11 @@ exception reaches the object's handle_error().
 """
 
 cimport cython
-from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF, PyObject
+from cpython.mem cimport PyMem_Free
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.errno cimport EBADF, EINTR, errno
 from libc.math cimport ceil
 
@@ -56,8 +55,10 @@ from _asyncore_state cimport (
     _d_connected,
     _d_out_buffer,
     _d_producer_fifo,
+    _deque,
     _dict_or_none,
     _get_stored,
+    _socket_type,
     _touch,
     _type_of,
 )
@@ -72,7 +73,6 @@ from _asyncore_kset cimport (
     _after_events,
     _before_events,
     _Buffers,
-    _deque,
     _Entry,
     _kset_add_wake,
     _KSet,
@@ -80,7 +80,6 @@ from _asyncore_kset cimport (
     _Ready,
     _Registry,
     _registry_for,
-    _socket_type,
     _sync,
     _wait_ready,
     set_poll_wait,
@@ -100,7 +99,6 @@ cdef extern from "sockio.h":
     object cya_sock_recv(object sock, object size)
     object cya_sock_send(object sock, object data)
     int cya_fast_fd(object sock)
-    int cya_sock_fd(object sock)
     Py_ssize_t cya_send_raw(int fd, object data, Py_ssize_t most, int *err)
     void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset,
                            object recv_name, object send_name, object recv_method,
@@ -885,7 +883,7 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
                 n = _wait_ready(reg, 0, buf, True)
             else:
                 n = _wait_ready(reg, ms, buf, True)
-            # Only what was not for us (see wait): wait out the rest.
+            # Only what was not for us (see _wait_ready): wait out the rest.
             if n or buf.raw_count == 0 or ms == 0:
                 break
             if ms > 0:

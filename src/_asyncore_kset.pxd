@@ -35,11 +35,6 @@ cdef enum:
     MODE_SELECT = 1
     MODE_POLL = 2
 
-# Set by the core (once it has imported them, at its end).
-cdef object _deque
-cdef object _socket_type
-
-
 cdef class _Registry
 
 
@@ -61,7 +56,7 @@ cdef class _Entry:
     cdef bint muted           # left out after an event select() would not report
     cdef bint recheck         # asking it again makes its registration anew
     cdef bint asking          # its predicates run now,
-    cdef bint evented         # had an event this pass, not asked again for it (see after_events)
+    cdef bint evented         # had an event this pass, not asked again for it (see _after_events)
     cdef unsigned long asking_thread    # in this thread
     cdef _TypeInfo info
     cdef _Entry next_owner    # the same channel in another map

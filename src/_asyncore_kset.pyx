@@ -38,20 +38,12 @@ from cpython.ref cimport PyObject
 from libc.errno cimport EBADF, EINTR, errno
 
 from _asyncore_state cimport (
-    KIND_CHAT,
-    KIND_SEND,
     PyTypeObject,
-    S_OVERRIDE_R,
-    S_OVERRIDE_W,
-    S_PRODUCER_FIFO,
-    S_SOCKET,
-    S_WBUF,
-    _ABSENT,
     _TypeInfo,
-    _get_stored,
-    _instance_dict,
     _judge,
+    _socket_is_open,
     _type_of,
+    _watched,
     set_hooks,
 )
 from includes.system cimport (
@@ -77,13 +69,7 @@ from includes.system cimport (
 )
 from includes.helpers cimport _deadline, _grow, _ms_left
 
-import collections
 import os
-import socket
-
-# The socket's descriptor, read from the object (see includes/sockio.h).
-cdef extern from "sockio.h":
-    int cya_sock_fd(object sock)
 
 cdef extern from "Python.h":
     ctypedef int (*PyDict_WatchCallback)(PyDict_WatchEvent event, PyObject *d,
@@ -92,7 +78,6 @@ cdef extern from "Python.h":
     int PyDict_Watch(int watcher_id, object d) except -1
     PyObject *PyErr_GetRaisedException()
     void PyErr_SetRaisedException(PyObject *exc)
-    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
     object PyLong_FromVoidPtr(void *p)
     void PyErr_Clear()
 
@@ -113,8 +98,6 @@ cdef unsigned int SIDE_SERIAL = 0xFFFFFFFF
 # _audit): a few, plus this many per millisecond waited.
 cdef Py_ssize_t AUDIT_MIN = 16
 cdef Py_ssize_t AUDIT_PER_MS = 32
-_deque = collections.deque
-_socket_type = socket.socket
 
 # The core's poll(2) wait (see set_poll_wait).
 cdef poll_wait _poll_wait = NULL
@@ -517,7 +500,7 @@ cdef int _ask(_Registry reg, _Entry e, int mode) except -1:
     if e.reg is not reg:
         return 0    # a predicate took it out of the map
     steady = _steady(reg, e, obj)
-    verify = not _socket_is_open(obj, e)
+    verify = not _socket_is_open(obj, e.info, e.fd)
     if e.reg is not reg:
         return 0
     if e.recheck:
@@ -555,7 +538,7 @@ cdef int _ask(_Registry reg, _Entry e, int mode) except -1:
     return 0
 
 cdef bint _steady(_Registry reg, _Entry e, object obj) except -1:
-    """Whether obj's answers can only change through what _touch() sees."""
+    """Whether obj's answers can only change through what _touch() sees (its class judged once)."""
     cdef PyObject *found
     cdef PyObject *tp = <PyObject *>_type_of(<PyObject *>obj)
     cdef _TypeInfo info
@@ -572,26 +555,7 @@ cdef bint _steady(_Registry reg, _Entry e, object obj) except -1:
     else:
         info = <_TypeInfo>found
     e.info = info
-    if info.kind == 0:
-        return False
-    if _get_stored(obj, S_OVERRIDE_R) is not _ABSENT \
-            or _get_stored(obj, S_OVERRIDE_W) is not _ABSENT:
-        return False
-    # Below, a value held by the instance and by us has two references;
-    # a third is someone else's, who may change it in place, unseen.
-    if info.kind == KIND_SEND:
-        value = _get_stored(obj, S_WBUF)
-        # An object of another type may change its length by itself.
-        if type(value) is not bytes and (
-                type(value) is not bytearray or _refcnt(<PyObject *>value) > 2):
-            return False
-    elif info.kind == KIND_CHAT:
-        # Kept in __dict__ (see asynchat), so the dict's reference and ours.
-        value = _instance_dict(obj).get(S_PRODUCER_FIFO, _ABSENT)
-        if value is not _ABSENT and (
-                type(value) is not _deque or _refcnt(<PyObject *>value) > 2):
-            return False
-    return True
+    return _watched(info, obj)
 
 # -------------------------------------------------------------- after events
 
@@ -643,7 +607,7 @@ cdef int _after_events(_Registry reg, _Ready *ready, Py_ssize_t n, bint check) e
         e.evented = False
         if e.dirty or e.reg is not reg:
             continue
-        if not check or not _socket_is_open(<object>e.obj, e):
+        if not check or not _socket_is_open(<object>e.obj, e.info, e.fd):
             e.mark()
     return 0
 
@@ -727,7 +691,7 @@ cdef int _apply(_Registry reg, _Entry e, short target, bint verify=False) except
     return 0
 
 cdef int _mute(_Registry reg, _Entry e) except -1:
-    """Stop watching e until it is asked again (see the select pass)."""
+    """Stop watching e until it is asked again (see the core's _kpoll_select)."""
     reg._count(e, -1)
     if e.kmask and reg.kset is not None:
         cya_kset_set(reg.kset.kfd, e.fd, e.kmask, 0, 0)
@@ -749,7 +713,7 @@ cdef void _audit(_Registry reg, int ms) noexcept:
     quarter to half a microsecond), so a quiet loop spends one or two
     percent of its sleep on it, and a busy one nothing.  A
     registration found gone is asked again, and registered anew, by
-    the next pass (see ask).
+    the next pass (see _ask).
     """
     cdef Py_ssize_t budget, pos
     cdef PyObject *k
@@ -934,26 +898,6 @@ cdef void _sort_entries(list todo) except *:
         PyMem_Free(tmp)
 
 
-cdef bint _socket_is_open(object obj, _Entry e) except -1:
-    """Whether a channel of our classes still holds its descriptor open.
-
-    The cheap answer, from the socket object (closed: fileno() is -1),
-    saves the kernel call that would otherwise renew the registration of
-    every channel asked again.  Any other kind of channel, or socket, gets
-    the kernel call (see _Registry.apply).
-    """
-    if e.info is None or e.info.kind == 0:
-        return False
-    cdef int fd
-    sock = _get_stored(obj, S_SOCKET)
-    if type(sock) is not _socket_type:
-        return False
-    fd = cya_sock_fd(sock)
-    if fd != -2:
-        return fd == e.fd
-    return sock.fileno() == e.fd
-
-
 cdef int _kwait(int kfd, cya_kraw *raw, cya_kevent *kev, Py_ssize_t cap, int ms) except -1:
     """cya_kset_wait with the GIL released; EINTR runs signal handlers and retries."""
     cdef int got
@@ -1003,7 +947,7 @@ cdef int _kset_add_wake(object map, int fd) except -1:
     """The first hand-over to map: add its wake-up descriptor to the map's live kernel set.
 
     Once: a pass waiting on the set ends (the descriptor is ready), and
-    reg.wait passes over the event (SIDE_SERIAL, no entry); later passes
+    _wait_ready passes over the event (SIDE_SERIAL, no entry); later passes
     watch the descriptor themselves (_wait_with_wake).
     """
     cdef PyObject *found
@@ -1069,7 +1013,7 @@ def interest_info(map):
     channels: entries followed; volatile: asked every pass; asked_last_pass:
     channels asked in the last pass; in_kernel: registered in the kernel set;
     audited: registrations checked so far after waits that found nothing
-    (see _Registry.audit).
+    (see _audit).
     """
     found = _registries.get(PyLong_FromVoidPtr(<void *>map)) if type(map) is dict else None
     if found is None:

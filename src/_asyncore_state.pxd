@@ -25,6 +25,7 @@ cdef extern from "Python.h":
     PyObject *PyErr_Occurred()
     object PyObject_GenericGetDict(object o, void *context)
     PyTypeObject *_type_of "Py_TYPE"(PyObject *o)
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
 
 
 # What our own writable() reads, so what must be watched to cache it.
@@ -57,6 +58,10 @@ cdef object S_SOCKET
 cdef object S_OVERRIDE_R
 cdef object S_OVERRIDE_W
 
+# The types a steady channel's state has (set again by the core at its end).
+cdef object _deque
+cdef object _socket_type
+
 # A stored value's absence (see _get_stored).
 cdef object _ABSENT
 
@@ -88,7 +93,7 @@ cdef inline void _touch(object obj, bint recheck=False) noexcept:
     ``recheck`` for a change of state (connected, accepting, a predicate on
     the instance, __class__, a new producer fifo), never made per message:
     that asking also checks the kernel registration (see _asyncore_kset's
-    _Registry.ask).  Output queued or sent, the producer fifo read, and an
+    _ask).  Output queued or sent, the producer fifo read, and an
     event only ask.
     """
     if _touch_hook != NULL:
@@ -125,3 +130,7 @@ cdef class _TypeInfo:
 
 cdef int _judge(PyTypeObject *tp, _TypeInfo info) except -1
 cdef bint _is_descriptor(PyObject *found) noexcept
+# Whether a channel of a class judged ``info`` answers only from state that
+# tells _touch() of changes; whether its socket still holds descriptor fd.
+cdef bint _watched(_TypeInfo info, object obj) except -1
+cdef bint _socket_is_open(object obj, _TypeInfo info, int fd) except -1

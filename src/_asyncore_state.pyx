@@ -18,10 +18,16 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.ref cimport Py_DECREF, PyObject
 
+import collections
+import socket
 import sys
 
 cdef extern from "Python.h":
     object PyMethod_New(object func, object self)
+
+# The socket's descriptor, read from the object (see includes/sockio.h).
+cdef extern from "sockio.h":
+    int cya_sock_fd(object sock)
 
 _own_writable = {}
 _own_readable = set()
@@ -30,6 +36,8 @@ _d_accepting = None
 _d_producer_fifo = None
 _d_out_buffer = None
 _d_class = None
+_deque = collections.deque
+_socket_type = socket.socket
 
 S_READABLE = "readable"
 S_WRITABLE = "writable"
@@ -319,3 +327,50 @@ cdef int _judge(PyTypeObject *tp, _TypeInfo info) except -1:
     if tp.tp_version_tag != info.tag:
         info.kind = 0
     return 0
+
+
+# ------------------------------------------------- judging one channel
+
+
+cdef bint _watched(_TypeInfo info, object obj) except -1:
+    """Whether obj's answers can only change through what _touch() sees, its class judged ``info``."""
+    if info.kind == 0:
+        return False
+    if _get_stored(obj, S_OVERRIDE_R) is not _ABSENT \
+            or _get_stored(obj, S_OVERRIDE_W) is not _ABSENT:
+        return False
+    # Below, a value held by the instance and by us has two references;
+    # a third is someone else's, who may change it in place, unseen.
+    if info.kind == KIND_SEND:
+        value = _get_stored(obj, S_WBUF)
+        # An object of another type may change its length by itself.
+        if type(value) is not bytes and (
+                type(value) is not bytearray or _refcnt(<PyObject *>value) > 2):
+            return False
+    elif info.kind == KIND_CHAT:
+        # Kept in __dict__ (see asynchat), so the dict's reference and ours.
+        value = _instance_dict(obj).get(S_PRODUCER_FIFO, _ABSENT)
+        if value is not _ABSENT and (
+                type(value) is not _deque or _refcnt(<PyObject *>value) > 2):
+            return False
+    return True
+
+
+cdef bint _socket_is_open(object obj, _TypeInfo info, int fd) except -1:
+    """Whether a channel of our classes still holds its descriptor (fd) open.
+
+    The cheap answer, from the socket object (closed: fileno() is -1),
+    saves the kernel call that would otherwise renew the registration of
+    every channel asked again.  Any other kind of channel, or socket, gets
+    the kernel call (see _asyncore_kset's _apply).
+    """
+    cdef int found
+    if info is None or info.kind == 0:
+        return False
+    sock = _get_stored(obj, S_SOCKET)
+    if type(sock) is not _socket_type:
+        return False
+    found = cya_sock_fd(sock)
+    if found != -2:
+        return found == fd
+    return sock.fileno() == fd
