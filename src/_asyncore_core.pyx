@@ -60,6 +60,7 @@ from _asyncore_state cimport (
     _get_stored,
     _socket_type,
     _touch,
+    set_sock_fd,
     _type_of,
 )
 # The kernel interest sets (issue 15): a long-lived map's registry, asked
@@ -99,6 +100,7 @@ cdef extern from "sockio.h":
     object cya_sock_recv(object sock, object size)
     object cya_sock_send(object sock, object data)
     int cya_fast_fd(object sock)
+    int cya_sock_fd(object sock)
     Py_ssize_t cya_send_raw(int fd, object data, Py_ssize_t most, int *err)
     void cya_sockio_enable(PyTypeObject *type, Py_ssize_t fd_offset, Py_ssize_t timeout_offset,
                            object recv_name, object send_name, object recv_method,
@@ -380,8 +382,10 @@ cdef int _wait_plain(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
 
 
 # The kernel-set unit's waits beside the set (descriptors the kernel
-# refused, a set not opened yet) are this same wait.
+# refused, a set not opened yet) are this same wait; the state unit reads a
+# socket's descriptor with sockio.h's reader, whose state is ours.
 set_poll_wait(_wait_plain)
+set_sock_fd(cya_sock_fd)
 
 
 # ------------------------------------------------------ select-style pass

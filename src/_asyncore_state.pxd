@@ -134,3 +134,6 @@ cdef bint _is_descriptor(PyObject *found) noexcept
 # tells _touch() of changes; whether its socket still holds descriptor fd.
 cdef bint _watched(_TypeInfo info, object obj) except -1
 cdef bint _socket_is_open(object obj, _TypeInfo info, int fd) except -1
+# The core's cya_sock_fd (includes/sockio.h): -2 when it cannot tell.
+ctypedef int (*sock_fd_hook)(object sock) noexcept
+cdef int set_sock_fd(sock_fd_hook sock_fd) except -1

@@ -25,10 +25,6 @@ import sys
 cdef extern from "Python.h":
     object PyMethod_New(object func, object self)
 
-# The socket's descriptor, read from the object (see includes/sockio.h).
-cdef extern from "sockio.h":
-    int cya_sock_fd(object sock)
-
 _own_writable = {}
 _own_readable = set()
 _d_connected = None
@@ -55,6 +51,9 @@ cdef object _OBJECT_CLASS = object.__dict__["__class__"]
 
 _touch_hook = NULL
 cdef rejudge_hook _rejudge_hook = NULL
+# The core's reading of a socket's descriptor from the object (sockio.h,
+# whose state -- socket.socket's layout, probed once -- is the core's).
+cdef sock_fd_hook _sock_fd = NULL
 
 
 cdef int set_hooks(touch_hook touch, rejudge_hook rejudge) except -1:
@@ -62,6 +61,12 @@ cdef int set_hooks(touch_hook touch, rejudge_hook rejudge) except -1:
     global _touch_hook, _rejudge_hook
     _touch_hook = touch
     _rejudge_hook = rejudge
+    return 0
+
+
+cdef int set_sock_fd(sock_fd_hook sock_fd) except -1:
+    global _sock_fd
+    _sock_fd = sock_fd
     return 0
 
 
@@ -370,7 +375,8 @@ cdef bint _socket_is_open(object obj, _TypeInfo info, int fd) except -1:
     sock = _get_stored(obj, S_SOCKET)
     if type(sock) is not _socket_type:
         return False
-    found = cya_sock_fd(sock)
-    if found != -2:
-        return found == fd
+    if _sock_fd != NULL:
+        found = _sock_fd(sock)
+        if found != -2:
+            return found == fd
     return sock.fileno() == fd
