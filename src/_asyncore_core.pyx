@@ -128,8 +128,9 @@ NAME = "compiled"
 import _asyncore_kset
 import _asyncore_state
 
-for _unit, _names in ((_asyncore_state, ("Watched", "Predicate", "ClassSlot", "touch", "declare_own")),
-                      (_asyncore_kset, ("use_kernel_set", "backend", "interest_info", "_after_fork"))):
+for _unit, _names in (
+        (_asyncore_state, ("Watched", "Predicate", "ClassSlot", "touch", "declare_own")),
+        (_asyncore_kset, ("use_kernel_set", "backend", "interest_info", "_after_fork"))):
     for _name in _names:
         globals()[_name] = getattr(_unit, _name)
 del _unit, _names, _name
@@ -1618,7 +1619,7 @@ def bind_methods(dispatcher_class, out_buffer, dws_initiate_send, originals):
     global _dispatcher_class, _py_dws_initiate_send, _c_dispatcher_send, _d_out_buffer
     global _py_dws_send
     _dispatcher_class = dispatcher_class
-    _d_out_buffer = out_buffer
+    _d_out_buffer = out_buffer  # no-cython-lint (_asyncore_state's, cimported)
     _py_dws_initiate_send = dws_initiate_send
     _c_dispatcher_send = dispatcher.__dict__["send"]
     _py_dws_send = originals["dispatcher_with_send", "send"]

@@ -175,7 +175,6 @@ cdef class _KSet:
             cya_kset_close(self.kfd)
 
 
-
 @cython.final
 cdef class _Buffers:
     """What one wait fills: the kernel's events, and the ready channels in map order.
@@ -960,7 +959,6 @@ cdef int _kset_add_wake(object map, int fd) except -1:
         if kset is not None:
             cya_kset_add_once(kset.kfd, fd, SIDE_SERIAL)
     return 0
-
 
 
 cdef int _on_dict_event(PyDict_WatchEvent event, PyObject *d, PyObject *key,

@@ -338,7 +338,7 @@ cdef int _judge(PyTypeObject *tp, _TypeInfo info) except -1:
 
 
 cdef bint _watched(_TypeInfo info, object obj) except -1:
-    """Whether obj's answers can only change through what _touch() sees, its class judged ``info``."""
+    """Whether obj (of a class judged ``info``) answers only from state _touch() sees."""
     if info.kind == 0:
         return False
     if _get_stored(obj, S_OVERRIDE_R) is not _ABSENT \

@@ -5,8 +5,8 @@ sources and headers, the stubs, tests and examples, but no generated C and no
 build products.  A wheel carries the two packages with py.typed and their
 stubs under _cyasyncore/ (never as top-level asyncore/ or asynchat/, the
 paths other distributions own too) and cyasyncore.pth; a binary wheel adds
-the compiled core (its four extension modules) and its stub, a pure wheel has neither; no wheel carries
-sources of the build (.pyx, .pxd, headers, .c).
+the compiled core (its four extension modules) and its stub, a pure wheel
+has neither; no wheel carries sources of the build (.pyx, .pxd, headers, .c).
 """
 
 import fnmatch
