@@ -443,7 +443,7 @@ cdef int _sync(_Registry reg, object map, int mode) except -1:
         return 0
     _sort_entries(todo)
     # While this thread asks, a pass in another thread must not take
-    # "nothing to wait for" for the truth (see the passes).
+    # "nothing to wait for" for the truth (see the core's _kpoll_select).
     reg.in_flight += 1
     try:
         while i < n and not reg.rebuild:
