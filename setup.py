@@ -54,22 +54,29 @@ def extensions():
             for flag in os.environ.get("CFLAGS", "").split()
         ):
             compile_args.append("-g0")
-    ext = Extension(
-        "_asyncore_core",
-        ["src/_asyncore_core.pyx"],
-        include_dirs=["src/includes"],
-        extra_compile_args=compile_args,
-        depends=[flags_stamp(compile_args)],
-    )
-    # Timers and hand-overs (issue 14): a unit of their own, used by the core.
-    timers = Extension(
-        "_asyncore_timers",
-        ["src/_asyncore_timers.pyx"],
-        include_dirs=["src/includes"],
-        extra_compile_args=compile_args,
-    )
+    # The compiled core and the units it cimports, which share declarations
+    # through their .pxd files with dependencies one way (issue 15).  The
+    # flags stamp is in every unit's dependencies, so none passes for
+    # another build's.
+    units = [
+        "_asyncore_core",      # the loop, its passes and dispatch
+        "_asyncore_timers",    # timers and hand-overs (issue 14)
+        "_asyncore_state",     # the descriptors on our classes
+        "_asyncore_kset",      # the kernel interest sets (cimports the state unit)
+    ]
+    stamp = flags_stamp(compile_args)
+    modules = [
+        Extension(
+            name,
+            [f"src/{name}.pyx"],
+            include_dirs=["src/includes"],
+            extra_compile_args=compile_args,
+            depends=[stamp],
+        )
+        for name in units
+    ]
     built = cythonize(
-        [ext, timers],
+        modules,
         language_level=3,
         compiler_directives={
             "boundscheck": False,

@@ -15,16 +15,16 @@ exception reaches the object's handle_error().
 """
 
 cimport cython
-from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF, PyObject
-from libc.errno cimport EINTR, errno
+from libc.errno cimport EBADF, EINTR, errno
 from libc.math cimport ceil
 from libc.string cimport memset
 
+from includes.helpers cimport _deadline, _grow, _ms_left
 from includes.system cimport (
     CYA_HAVE_POLL,
     CYA_POLLERR,
@@ -34,21 +34,57 @@ from includes.system cimport (
     CYA_POLLOUT,
     CYA_POLLPRI,
     cya_find,
-    cya_monotonic,
     cya_poll,
     cya_pollfd,
     cya_prefix_at_end,
-    CYA_KSET,
-    CYA_KSET_NAME,
-    cya_kevent,
-    cya_kraw,
-    cya_kset_check,
-    cya_kset_close,
-    cya_kset_forget,
-    cya_kset_open,
-    cya_kset_set,
-    cya_kset_wait,
-    cya_kset_add_once,
+)
+# The channel-state watching (issue 15): the descriptors on our classes and
+# what the methods below read past them.
+from _asyncore_state cimport (
+    PyObject_GenericGetAttr,
+    PyObject_GenericSetAttr,
+    PyTypeObject,
+    PyUnstable_Type_AssignVersionTag,
+    S_ACCEPTING,
+    S_CONNECTED,
+    S_OUT_BUFFER,
+    S_PRODUCER_FIFO,
+    Watched,
+    _ABSENT,
+    _PyType_Lookup,
+    _d_accepting,
+    _d_connected,
+    _d_out_buffer,
+    _d_producer_fifo,
+    _deque,
+    _dict_or_none,
+    _get_stored,
+    _socket_type,
+    _touch,
+    set_sock_fd,
+    _type_of,
+)
+# The kernel interest sets (issue 15): a long-lived map's registry, asked
+# and waited on by the passes over the set below.
+from _asyncore_kset cimport (
+    MODE_POLL,
+    MODE_SELECT,
+    WANT_EXCEPT,
+    WANT_READ,
+    WANT_WRITE,
+    _after_events,
+    _before_events,
+    _Buffers,
+    _Entry,
+    _kset_add_wake,
+    _KSet,
+    _mute,
+    _Ready,
+    _Registry,
+    _registry_for,
+    _sync,
+    _wait_ready,
+    set_poll_wait,
 )
 # Timers (issue 14): the queues' C methods, called from the passes.
 from _asyncore_timers cimport (
@@ -87,6 +123,19 @@ cdef extern from "Python.h":
 
 NAME = "compiled"
 
+# What asyncore and asynchat find on this module of the two units it is
+# built from (issue 15): the descriptors they put on their classes, and the
+# kernel-set switches the tests and ``python -m asyncore`` use.
+import _asyncore_kset
+import _asyncore_state
+
+for _unit, _names in (
+        (_asyncore_state, ("Watched", "Predicate", "ClassSlot", "touch", "declare_own")),
+        (_asyncore_kset, ("use_kernel_set", "backend", "interest_info", "_after_fork"))):
+    for _name in _names:
+        globals()[_name] = getattr(_unit, _name)
+del _unit, _names, _name
+
 # What select() would report, in poll(2)'s vocabulary: see _core_py.
 cdef short SELECT_READ = CYA_POLLIN | CYA_POLLHUP | CYA_POLLERR
 cdef short SELECT_WRITE = CYA_POLLOUT | CYA_POLLERR
@@ -97,12 +146,6 @@ cdef int MAX_WAIT_MS = 2147483647
 cdef long long MAX_SECONDS_INT = 9223372036  # (2**63 - 1) // 10**9
 # select() takes seconds that fit CPython's time type: 2**63 ns.
 cdef double MAX_SECONDS_FLOAT = 9223372036.854775808
-
-# Interest bits of one snapshot entry.
-cdef enum:
-    WANT_READ = 1
-    WANT_WRITE = 2
-    WANT_EXCEPT = 4
 
 # Set at the bottom of this module (see there for why).
 cdef object RERAISED = None
@@ -295,14 +338,6 @@ cdef void _give_back(_Pass p) noexcept:
         _spare = p
 
 
-cdef bint _grow(void **ptr, size_t size) noexcept:
-    cdef void *p = PyMem_Realloc(ptr[0], size)
-    if p == NULL:
-        return False
-    ptr[0] = p
-    return True
-
-
 cdef inline object _lookup(object map, PyObject *key):
     """map.get(key), without a method call for a plain dict."""
     cdef PyObject *found
@@ -312,16 +347,6 @@ cdef inline object _lookup(object map, PyObject *key):
             return None
         return <object>found
     return map.get(<object>key)
-
-
-cdef inline double _deadline(int ms) noexcept:
-    """When a wait of ms milliseconds ends, on the monotonic clock."""
-    return cya_monotonic() + ms / 1000.0
-
-
-cdef inline int _ms_left(double deadline) noexcept:
-    """What is left of a wait until deadline, in whole milliseconds rounded up."""
-    return <int>max(0.0, ceil((deadline - cya_monotonic()) * 1000.0))
 
 
 cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms, int slot=-1) except -1:
@@ -352,6 +377,17 @@ cdef int _wait(cya_pollfd *pfd, Py_ssize_t count, int ms, int slot=-1) except -1
             return 0
         if ms > 0:
             ms = _ms_left(deadline)
+
+
+cdef int _wait_plain(cya_pollfd *pfd, Py_ssize_t count, int ms) except -1:
+    return _wait(pfd, count, ms)
+
+
+# The kernel-set unit's waits beside the set (descriptors the kernel
+# refused, a set not opened yet) are this same wait; the state unit reads a
+# socket's descriptor with sockio.h's reader, whose state is ours.
+set_poll_wait(_wait_plain)
+set_sock_fd(cya_sock_fd)
 
 
 # ------------------------------------------------------ select-style pass
@@ -463,25 +499,6 @@ cdef int _pass_wait(object map, int wake, cya_pollfd *pfd, Py_ssize_t count, int
         wait_end(slot)
 
 
-cdef int _kset_add_wake(object map, int fd) except -1:
-    """The first hand-over to map: add its wake-up descriptor to the map's live kernel set.
-
-    Once: a pass waiting on the set ends (the descriptor is ready), and
-    reg.wait passes over the event (SIDE_SERIAL, no entry); later passes
-    watch the descriptor themselves (_wait_with_wake).
-    """
-    cdef PyObject *found
-    cdef _KSet kset
-    if not _kset_on or type(map) is not dict:
-        return 0
-    found = PyDict_GetItemWithError(_registries, PyLong_FromVoidPtr(<void *>map))
-    if found != NULL:
-        kset = (<_Registry>found).kset
-        if kset is not None:
-            cya_kset_add_once(kset.kfd, fd, SIDE_SERIAL)
-    return 0
-
-
 cdef int _wait_with_wake(int kfd, TimerQueue tq, int ms) except -1:
     """Wait on a kernel set's descriptor and the wake-up descriptor; drain a wake-up."""
     cdef cya_pollfd pfd[2]
@@ -506,7 +523,7 @@ cdef int _poll_select(_Pass p, object timeout, object map) except -1:
     cdef TimerQueue tq
     cdef _Registry reg = _registry_for(map)
     if reg is not None:
-        reg.sync(map, MODE_SELECT)
+        _sync(reg, map, MODE_SELECT)
         if reg.valid:
             return _kpoll_select(reg, timeout, map)
     tq = _tq(map)
@@ -675,7 +692,7 @@ cdef int _poll_poll(_Pass p, object timeout, object map) except -1:
     # Timers: an empty map (timers alone) needs no kernel set.
     reg = _registry_for(map) if map else None
     if reg is not None:
-        reg.sync(map, MODE_POLL)
+        _sync(reg, map, MODE_POLL)
         if reg.valid:
             ms = -1 if timeout is None else _poll_timeout_ms(timeout)
             return _kpoll_poll(reg, original, ms, map)
@@ -749,1328 +766,11 @@ cdef inline object _lookup_fd(object map, int fd):
     cdef object key = fd
     return _lookup(map, <PyObject *>key)
 
-
-# ------------------------------------------------- the kernel interest set
+# ---------------------------------------------- passes over the kernel set
 #
-# A map that loop() comes back to keeps its interest in the kernel (epoll or
-# kqueue, see kset.h) between passes.  A _Registry follows the map through a
-# dict watcher, so it sees every edit (map[fd] = obj, del, clear, update) as
-# it happens, and keeps one _Entry per channel: the channel's last answers
-# to readable()/writable() and what the kernel holds for it.
-#
-# A pass asks only the channels that may have changed their answers: the
-# "dirty" ones.  A channel becomes dirty when it is added, when it had an
-# event, and when state its predicates read is changed: the descriptors
-# below (connected, accepting, producer_fifo, readable/writable set on the
-# instance, __class__) and the out-buffer methods of dispatcher_with_send
-# and async_chat call _touch().  Channels whose class does not use our own
-# predicates -- or that we cannot fully watch -- are "volatile": asked every
-# pass, exactly as 3.11 asked every channel.
-#
-# Entries hold borrowed references: the map owns the channels, and its
-# watcher tells us before it lets go of one.  So an abandoned map and its
-# channels are collected as they were in 3.11.
-
-cdef extern from "Python.h":
-    ctypedef enum PyDict_WatchEvent:
-        PyDict_EVENT_ADDED
-        PyDict_EVENT_MODIFIED
-        PyDict_EVENT_DELETED
-        PyDict_EVENT_CLONED
-        PyDict_EVENT_CLEARED
-        PyDict_EVENT_DEALLOCATED
-    ctypedef int (*PyDict_WatchCallback)(PyDict_WatchEvent event, PyObject *d,
-                                         PyObject *key, PyObject *new_value) noexcept
-    int PyDict_AddWatcher(PyDict_WatchCallback cb)
-    int PyDict_Watch(int watcher_id, object d) except -1
-
-    ctypedef struct PyTypeObject "PyTypeObject":
-        unsigned int tp_version_tag
-        void *tp_getattro
-        void *tp_setattro
-        void *tp_descr_get
-        void *tp_descr_set
-        Py_ssize_t tp_dictoffset
-    int PyUnstable_Type_AssignVersionTag(PyTypeObject *t)
-    PyObject *_PyType_Lookup(PyTypeObject *t, PyObject *name)
-    PyObject *PyObject_GenericGetAttr(PyObject *o, PyObject *name)
-    int PyObject_GenericSetAttr(PyObject *o, PyObject *name, PyObject *v)
-    PyObject *_PyObject_GenericGetAttrWithDict(PyObject *o, PyObject *name,
-                                               PyObject *d, int suppress)
-    PyObject *PyErr_Occurred()
-    object PyObject_GenericGetDict(object o, void *context)
-    object PyMethod_New(object func, object self)
-    PyObject *PyErr_GetRaisedException()
-    void PyErr_SetRaisedException(PyObject *exc)
-    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
-    PyTypeObject *_type_of "Py_TYPE"(PyObject *o)
-    object PyLong_FromVoidPtr(void *p)
-    void PyErr_Clear()
-
-cdef extern from "stdlib.h":
-    void qsort(void *base, size_t n, size_t size,
-               int (*cmp)(const void *, const void *) noexcept nogil) nogil
-
-from libc.errno cimport EBADF
-
-# Interest bits of a channel (the WANT_* of a snapshot entry, above).
-cdef unsigned char WANT_RW = WANT_READ | WANT_WRITE
-
-# What our own writable() reads, so what must be watched to cache it.
-cdef enum:
-    KIND_CONST = 1      # dispatcher.writable: always True
-    KIND_SEND = 2       # dispatcher_with_send.writable: connected, out-buffer
-    KIND_CHAT = 3       # async_chat.writable: connected, producer_fifo
-
-cdef enum:
-    MODE_SELECT = 1
-    MODE_POLL = 2
-
-cdef int _watcher = -1            # our dict watcher, or -1 (none: no kernel sets)
-cdef bint _kset_on = False        # kernel sets in use (see _kset_enable below)
-cdef dict _registries = {}        # id(map) -> _Registry, dropped when the map dies
-cdef dict _owners = {}            # id(channel) -> first _Entry of that channel
-cdef unsigned long _forks = 0     # bumped in a forked child: kernel sets are shared
-cdef unsigned int _serials = 0    # registration serials (see kset.h)
-# The serial that marks an event from poll(2) beside the kernel set (never a
-# registration's): side entries and descriptors the kernel refused.
-cdef unsigned int SIDE_SERIAL = 0xFFFFFFFF
-# Registrations one wait the kernel answered with nothing checks (see
-# _Registry.audit): a few, plus this many per millisecond waited.
-cdef Py_ssize_t AUDIT_MIN = 16
-cdef Py_ssize_t AUDIT_PER_MS = 32
-cdef object _deque = None
-cdef object _socket_type = None
-
-# The descriptors and functions that make a class "our own", filled in by
-# declare_own() when asyncore and asynchat are imported.
-cdef dict _own_writable = {}      # writable function -> KIND_*
-cdef set _own_readable = set()
-cdef object _d_connected = None
-cdef object _d_accepting = None
-cdef object _d_producer_fifo = None
-cdef object _d_out_buffer = None
-cdef object _d_class = None
-
-cdef object S_READABLE = "readable"
-cdef object S_WRITABLE = "writable"
-cdef object S_CONNECTED = "connected"
-cdef object S_ACCEPTING = "accepting"
-cdef object S_PRODUCER_FIFO = "producer_fifo"
-cdef object S_OUT_BUFFER = "out_buffer"
-cdef object S_WBUF = "_wbuf"
-cdef object S_WOFF = "_woff"
-cdef object S_CLASS = "__class__"
-cdef object S_SOCKET = "socket"
-cdef object S_OVERRIDE_R = "_asyncore_readable"
-cdef object S_OVERRIDE_W = "_asyncore_writable"
-cdef object _OBJECT_CLASS = object.__dict__["__class__"]
-
-
-# ----------------------------------------------- descriptors on our classes
-
-
-# Where the descriptors keep their values: an ordinary instance attribute
-# under a private name ("_asyncore_" + the public name), read and written
-# with the generic attribute code, so neither a class's own __getattr__ or
-# __setattr__ sees it nor is the instance's __dict__ materialised (which
-# costs every later attribute access on the channel its fast path).
-cdef object _ABSENT = object()
-
-
-cdef inline object _storage_name(object name):
-    return sys.intern("_asyncore_" + name)
-
-
-cdef int _raise_pending() except -1:
-    if PyErr_Occurred() != NULL:
-        return -1
-    return 0
-
-
-cdef object _get_stored(object obj, object storage):
-    """The stored value (from the instance, or a class default), or _ABSENT."""
-    cdef PyObject *found = _PyObject_GenericGetAttrWithDict(
-        <PyObject *>obj, <PyObject *>storage, NULL, 1)
-    if found == NULL:
-        _raise_pending()
-        return _ABSENT
-    value = <object>found
-    Py_DECREF(value)    # <object> took its own reference
-    return value
-
-
-cdef int _set_stored(object obj, object storage, PyObject *value) except -1:
-    if PyObject_GenericSetAttr(<PyObject *>obj, <PyObject *>storage, value) < 0:
-        return -1
-    return 0
-
-
-cdef inline dict _instance_dict(object obj):
-    return <dict>PyObject_GenericGetDict(obj, NULL)
-
-
-cdef inline dict _dict_or_none(object obj):
-    """obj's instance __dict__, or None for an object that has none (no exception)."""
-    if _type_of(<PyObject *>obj).tp_dictoffset == 0:
-        return None
-    return <dict>PyObject_GenericGetDict(obj, NULL)
-
-
-cdef object _no_attribute(object obj, object name):
-    return AttributeError(
-        f"'{type(obj).__name__}' object has no attribute '{name}'", name=name, obj=obj)
-
-
-@cython.final
-cdef class Watched:
-    """An instance attribute whose assignment is seen by the loop.
-
-    Setting (and deleting) it goes through here, which marks the channel
-    for the next pass to ask again; the value itself is an ordinary
-    instance attribute under a private name (see _storage_name), or with
-    ``in_dict`` under its own name in the instance's __dict__, where code
-    that inspects a channel's __dict__ looks for it.  With ``on_read`` the
-    channel is marked on every read too: for a mutable value (the producer
-    fifo) that the reader may change in place.
-    """
-
-    cdef readonly object name
-    cdef readonly object storage
-    cdef object default
-    cdef bint has_default
-    cdef bint on_read
-    cdef bint in_dict
-
-    def __cinit__(self, name, *default, on_read=False, in_dict=False):
-        self.name = name
-        self.in_dict = in_dict
-        self.storage = name if in_dict else _storage_name(name)
-        self.has_default = len(default) > 0
-        self.default = default[0] if default else None
-        self.on_read = on_read
-
-    def __get__(self, obj, owner):
-        if obj is None:
-            if self.has_default:
-                return self.default
-            # As for any instance attribute the class itself does not have.
-            raise AttributeError(
-                f"type object '{owner.__name__}' has no attribute '{self.name}'",
-                name=self.name, obj=owner)
-        cdef PyObject *found
-        if self.in_dict:
-            found = PyDict_GetItemWithError(_instance_dict(obj), self.name)
-            value = <object>found if found != NULL else _ABSENT
-        else:
-            value = _get_stored(obj, self.storage)
-        if value is _ABSENT:
-            if self.has_default:
-                return self.default
-            raise _no_attribute(obj, self.name)
-        if self.on_read:
-            _touch(obj)
-        return value
-
-    def __set__(self, obj, value):
-        if self.in_dict:
-            _instance_dict(obj)[self.name] = value
-        else:
-            _set_stored(obj, self.storage, <PyObject *>value)
-        _touch(obj, True)
-
-    def __delete__(self, obj):
-        try:
-            if self.in_dict:
-                del _instance_dict(obj)[self.name]
-            else:
-                _set_stored(obj, self.storage, NULL)
-        except (AttributeError, KeyError):
-            raise _no_attribute(obj, self.name) from None
-        _touch(obj, True)
-
-
-@cython.final
-cdef class Predicate:
-    """readable()/writable() of our classes, as a method that sees overrides.
-
-    Reading it gives the function bound to the instance, or what was set on
-    the instance, as a plain function in the class would.  Setting or
-    deleting it on an instance marks the channel, so a pass asks again.
-    """
-
-    cdef readonly object func
-    cdef readonly object name
-    cdef readonly object storage
-
-    def __cinit__(self, func):
-        self.func = func
-        self.name = func.__name__
-        self.storage = _storage_name(self.name)
-
-    def __get__(self, obj, owner):
-        if obj is None:
-            return self.func
-        # An instance override wins only where this is what the class
-        # finds; super() from a subclass's override gets our function.
-        found = _get_stored(obj, self.storage)
-        if found is not _ABSENT and _PyType_Lookup(
-                _type_of(<PyObject *>obj), <PyObject *>self.name) == <PyObject *>self:
-            return found
-        return PyMethod_New(self.func, obj)
-
-    def __set__(self, obj, value):
-        _set_stored(obj, self.storage, <PyObject *>value)
-        _touch(obj, True)
-
-    def __delete__(self, obj):
-        try:
-            _set_stored(obj, self.storage, NULL)
-        except AttributeError:
-            raise _no_attribute(obj, self.name) from None
-        _touch(obj, True)
-
-    @property
-    def __doc__(self):
-        return self.func.__doc__
-
-    @property
-    def __wrapped__(self):
-        return self.func
-
-
-@cython.final
-cdef class ClassSlot:
-    """``__class__`` of our dispatchers: object's own, and assignment marks the channel."""
-
-    def __get__(self, obj, owner):
-        if obj is None:
-            return self
-        return type(obj)
-
-    def __set__(self, obj, value):
-        _OBJECT_CLASS.__set__(obj, value)
-        _touch(obj, True)
-
-    def __delete__(self, obj):
-        _OBJECT_CLASS.__delete__(obj)
-
-
-def touch(obj):
-    """Tell the loop that obj's readable()/writable() may answer differently now."""
-    _touch(obj)
-
-
-cdef inline void _touch(object obj, bint recheck=False) noexcept:
-    """Mark obj's entries for the next pass to ask.
-
-    ``recheck`` for a change of state (connected, accepting, a predicate on
-    the instance, __class__, a new producer fifo), never made per message:
-    that asking also checks the kernel registration (see _Registry.ask).
-    Output queued or sent, the producer fifo read, and an event only ask.
-    """
-    cdef PyObject *found
-    cdef _Entry e
-    if not _owners:
-        return
-    found = PyDict_GetItemWithError(_owners, PyLong_FromVoidPtr(<void *>obj))
-    if found == NULL:
-        PyErr_Clear()
-        return
-    e = <_Entry>found
-    while e is not None:
-        # What a channel's own predicates read while it is being asked is
-        # no news (the producer fifo marks on reading).
-        if not (e.asking and e.asking_thread == PyThread_get_thread_ident()):
-            e.mark()
-            if recheck:
-                e.recheck = True
-        e = e.next_owner
-
-
-def declare_own(readable=(), writable=None, connected=None, accepting=None,
-                producer_fifo=None, out_buffer=None, class_slot=None):
-    """Tell the core which predicates and descriptors are asyncore's and asynchat's own.
-
-    Called by the two modules at import.  A class whose predicates and
-    watched attributes all resolve to these has its interest cached; any
-    other class is asked every pass.
-    """
-    global _d_connected, _d_accepting, _d_producer_fifo, _d_out_buffer, _d_class
-    for func in readable:
-        _own_readable.add(func)
-    if writable:
-        for func, kind in writable.items():
-            _own_writable[func] = {"const": KIND_CONST, "send": KIND_SEND,
-                                   "chat": KIND_CHAT}[kind]
-    if connected is not None:
-        _d_connected = connected
-    if accepting is not None:
-        _d_accepting = accepting
-    if producer_fifo is not None:
-        _d_producer_fifo = producer_fifo
-    if out_buffer is not None:
-        _d_out_buffer = out_buffer
-    if class_slot is not None:
-        _d_class = class_slot
-    # Any class already classified may be judged differently now.
-    for reg in list(_registries.values()):
-        (<_Registry>reg).clear()
-        (<_Registry>reg).types.clear()
-        (<_Registry>reg).rebuild = True
-
-
-# ------------------------------------------------------- types and entries
-
-
-@cython.final
-cdef class _TypeInfo:
-    """What a pass may assume of one class, valid while its version tag holds."""
-    cdef unsigned int tag
-    cdef int kind          # KIND_* of its writable(), or 0: not ours, ask every pass
-
-
-cdef PyObject *_lookup_type(PyTypeObject *tp, object name):
-    return _PyType_Lookup(tp, <PyObject *>name)
-
-
-cdef int _classify(PyTypeObject *tp) except -1:
-    """KIND_* when every predicate and watched attribute of the class is ours, else 0."""
-    cdef PyObject *r
-    cdef PyObject *w
-    cdef int kind
-    if tp.tp_getattro != <void *>PyObject_GenericGetAttr \
-            or tp.tp_setattro != <void *>PyObject_GenericSetAttr:
-        return 0
-    if _d_connected is None or _d_class is None:
-        return 0
-    r = _lookup_type(tp, S_READABLE)
-    w = _lookup_type(tp, S_WRITABLE)
-    if r == NULL or w == NULL or type(<object>r) is not Predicate \
-            or type(<object>w) is not Predicate:
-        return 0
-    if (<Predicate>r).func not in _own_readable:
-        return 0
-    kind = _own_writable.get((<Predicate>w).func, 0)
-    if kind == 0:
-        return 0
-    if _lookup_type(tp, S_CONNECTED) != <PyObject *>_d_connected \
-            or _lookup_type(tp, S_ACCEPTING) != <PyObject *>_d_accepting \
-            or _lookup_type(tp, S_CLASS) != <PyObject *>_d_class:
-        return 0
-    if kind == KIND_SEND:
-        if _d_out_buffer is None \
-                or _lookup_type(tp, S_OUT_BUFFER) != <PyObject *>_d_out_buffer \
-                or _is_descriptor(_lookup_type(tp, S_WBUF)) \
-                or _is_descriptor(_lookup_type(tp, S_WOFF)):
-            return 0
-    elif kind == KIND_CHAT:
-        if _d_producer_fifo is None \
-                or _lookup_type(tp, S_PRODUCER_FIFO) != <PyObject *>_d_producer_fifo:
-            return 0
-    return kind
-
-
-cdef bint _is_descriptor(PyObject *found) noexcept:
-    return found != NULL and _type_of(found).tp_descr_get != NULL
-
-
-@cython.final
-cdef class _Entry:
-    """One channel of a watched map."""
-    cdef _Registry reg        # None once removed
-    cdef PyObject *obj        # borrowed: the map holds it while we do
-    cdef int fd
-    cdef long long seq        # position in the map's order
-    cdef unsigned char want   # WANT_* from the last asking
-    cdef short kmask          # what the kernel holds (0: nothing)
-    cdef short target         # what it should hold
-    cdef unsigned int serial
-    cdef bint dirty
-    cdef bint volatile
-    cdef bint asked           # want is valid
-    cdef bint bad             # the kernel refused the descriptor: EBADF
-    cdef bint side            # the kernel refused it otherwise: poll(2) it
-    cdef bint muted           # left out after an event select() would not report
-    cdef bint recheck         # asking it again makes its registration anew
-    cdef bint asking          # its predicates run now,
-    cdef bint evented         # had an event this pass, not asked again for it (see after_events)
-    cdef unsigned long asking_thread    # in this thread
-    cdef _TypeInfo info
-    cdef _Entry next_owner    # the same channel in another map
-
-    cdef inline void mark(self) noexcept:
-        if not self.dirty and self.reg is not None:
-            self.dirty = True
-            self.reg.dirty.append(self)
-
-
-@cython.final
-cdef class _KSet:
-    """One kernel interest set; closed when the last user lets go.
-
-    A pass waiting on it in another thread keeps it open, so the descriptor
-    number is never reused under a wait.
-    """
-    cdef int kfd
-
-    def __cinit__(self):
-        self.kfd = cya_kset_open()
-        if self.kfd < 0:
-            raise OSError(errno, os.strerror(errno))
-
-    def __dealloc__(self):
-        if self.kfd >= 0:
-            cya_kset_close(self.kfd)
-
-
-ctypedef struct _Ready:
-    long long seq
-    int fd
-    short revents
-    unsigned char want
-
-
-@cython.final
-cdef class _Buffers:
-    """What one wait fills: the kernel's events, and the ready channels in map order.
-
-    A registry keeps one between passes (see _Registry.take), so a steady
-    loop allocates nothing per pass; a nested or concurrent pass over the
-    same map finds it taken and makes its own.
-    """
-    cdef cya_kraw *raw
-    cdef cya_kevent *kev
-    cdef _Ready *out
-    cdef Py_ssize_t cap
-    cdef Py_ssize_t raw_count     # events the kernel gave in the last wait
-
-    def __dealloc__(self):
-        PyMem_Free(self.raw)
-        PyMem_Free(self.kev)
-        PyMem_Free(self.out)
-
-    cdef int reserve(self, Py_ssize_t size) except -1:
-        if size <= self.cap:
-            return 0
-        size = max(size, 2 * self.cap, 16)
-        if not _grow(<void **>&self.raw, size * sizeof(cya_kraw)) \
-                or not _grow(<void **>&self.kev, size * sizeof(cya_kevent)) \
-                or not _grow(<void **>&self.out, size * sizeof(_Ready)):
-            raise MemoryError()
-        self.cap = size
-        return 0
-
-
-cdef int _by_seq(const void *a, const void *b) noexcept nogil:
-    cdef long long x = (<_Ready *>a).seq
-    cdef long long y = (<_Ready *>b).seq
-    return (x > y) - (x < y)
-
-
-ctypedef struct _Dirty:
-    long long seq
-    PyObject *entry
-
-
-cdef int _dirty_by_seq(const void *a, const void *b) noexcept nogil:
-    cdef long long x = (<_Dirty *>a).seq
-    cdef long long y = (<_Dirty *>b).seq
-    return (x > y) - (x < y)
-
-
-@cython.final
-cdef class _Registry:
-    """The kernel-side interest of one map."""
-    cdef dict entries         # fd -> _Entry
-    cdef list dirty
-    cdef dict types           # type -> _TypeInfo
-    cdef _KSet kset
-    cdef bint rebuild         # resynchronise from the map before the next pass
-    cdef bint valid           # every key is a plain descriptor number
-    cdef int mode             # MODE_* the kernel masks are for, 0: none yet
-    cdef unsigned long forks
-    cdef long long next_seq
-    cdef Py_ssize_t n_select  # entries select() would be given
-    cdef Py_ssize_t n_poll    # entries poll() would be given
-    cdef Py_ssize_t n_kernel  # entries the kernel holds
-    cdef Py_ssize_t n_bad
-    cdef Py_ssize_t n_side
-    cdef Py_ssize_t n_volatile
-    cdef Py_ssize_t asked_last    # channels asked in the last pass (for tests)
-    cdef Py_ssize_t audit_pos     # where the next audit starts in entries
-    cdef Py_ssize_t audited       # registrations checked by audits so far (for tests)
-    cdef int in_flight            # sync() calls asking channels now (threads)
-    # Bumped when a registration goes or changes serial.
-    cdef unsigned long generation
-    cdef _Buffers spare
-
-    cdef _Buffers take(self):
-        cdef _Buffers b = self.spare
-        if b is None:
-            return _Buffers.__new__(_Buffers)
-        self.spare = None
-        return b
-
-    cdef void give_back(self, _Buffers b) noexcept:
-        # A set that shrank a lot gives its large buffers back to the system.
-        if b.cap <= 4 * (self.n_kernel + self.n_side + self.n_bad) + 64:
-            self.spare = b
-
-    def __cinit__(self):
-        self.entries = {}
-        self.dirty = []
-        self.types = {}
-        self.rebuild = True
-
-    # -- entries
-
-    cdef _Entry add(self, object key, PyObject *obj, long long seq):
-        cdef _Entry e = _Entry.__new__(_Entry)
-        cdef PyObject *found
-        e.reg = self
-        e.obj = obj
-        e.fd = key
-        e.seq = seq
-        self.entries[key] = e
-        owner_key = PyLong_FromVoidPtr(<void *>obj)
-        found = PyDict_GetItemWithError(_owners, owner_key)
-        if found != NULL:
-            e.next_owner = <_Entry>found
-        _owners[owner_key] = e
-        e.mark()
-        return e
-
-    cdef void remove(self, _Entry e) noexcept:
-        cdef _Entry cur
-        cdef PyObject *found
-        if e.reg is None:
-            return
-        try:
-            self._forget_kernel(e)
-            self._count(e, -1)
-            if self.entries.get(e.fd) is e:
-                del self.entries[e.fd]
-            owner_key = PyLong_FromVoidPtr(<void *>e.obj)
-            found = PyDict_GetItemWithError(_owners, owner_key)
-            if found != NULL:
-                cur = <_Entry>found
-                if cur is e:
-                    if e.next_owner is None:
-                        del _owners[owner_key]
-                    else:
-                        _owners[owner_key] = e.next_owner
-                else:
-                    while cur is not None:
-                        if cur.next_owner is e:
-                            cur.next_owner = e.next_owner
-                            break
-                        cur = cur.next_owner
-        except BaseException:
-            PyErr_Clear()
-        e.reg = None
-        e.obj = NULL
-        e.next_owner = None
-        if not self.entries:
-            # An empty map holds no descriptor of ours open.
-            self.kset = None
-
-    cdef void clear(self) noexcept:
-        for e in list(self.entries.values()):
-            self.remove(<_Entry>e)
-        self.entries.clear()
-        del self.dirty[:]
-        self.kset = None
-        self.n_select = self.n_poll = self.n_kernel = 0
-        self.n_bad = self.n_side = self.n_volatile = 0
-
-    cdef void _count(self, _Entry e, int sign) noexcept:
-        if e.asked and e.want:
-            self.n_select += sign
-        if e.asked and e.want & WANT_RW:
-            self.n_poll += sign
-        if e.kmask:
-            self.n_kernel += sign
-        if e.bad:
-            self.n_bad += sign
-        if e.side:
-            self.n_side += sign
-        if e.volatile:
-            self.n_volatile += sign
-
-    cdef void _forget_kernel(self, _Entry e) noexcept:
-        # Before the channel closes its descriptor: epoll keys a
-        # registration by (open file, number), and a registration made
-        # through a number that is closed while a duplicate keeps the file
-        # open could not be removed any more.
-        if self.forks != _forks:
-            # In a forked child the set is the parent's: leave it alone.
-            self.kset = None
-            self.rebuild = True
-        elif e.kmask and self.kset is not None:
-            cya_kset_forget(self.kset.kfd, e.fd)
-        if e.kmask:
-            self.generation += 1
-            self.n_kernel -= 1
-            e.kmask = 0
-
-    # -- the map's watcher
-
-    cdef void on_event(self, PyDict_WatchEvent event, PyObject *key, PyObject *value) noexcept:
-        cdef PyObject *found
-        cdef _Entry e
-        # Entries must never outlive the map's reference to their channel,
-        # so every event is followed, even with a resynchronisation pending;
-        # whatever calls for one drops all entries at once.
-        if event == PyDict_EVENT_CLEARED or event == PyDict_EVENT_DEALLOCATED:
-            self.clear()
-            return
-        if event == PyDict_EVENT_CLONED:
-            self.clear()
-            self.rebuild = True
-            return
-        k = <object>key
-        if type(k) is not int or not 0 <= k <= 2147483647:
-            self.clear()
-            self.rebuild = True
-            return
-        found = PyDict_GetItemWithError(self.entries, k)
-        e = <_Entry>found if found != NULL else None
-        if event == PyDict_EVENT_ADDED:
-            if e is not None:
-                self.remove(e)
-            self.add(k, value, self.next_seq)
-            self.next_seq += 1
-        elif event == PyDict_EVENT_MODIFIED:
-            if e is None:
-                if not self.rebuild:
-                    self.clear()
-                    self.rebuild = True
-            elif e.obj != value:
-                # Same place in the map, another channel.
-                self.remove(e)
-                self.add(k, value, e.seq)
-        elif event == PyDict_EVENT_DELETED:
-            if e is not None:
-                self.remove(e)
-
-    # -- resynchronising
-
-    cdef int resync(self, object map) except -1:
-        """Forget everything and take the map as it is now (in its order)."""
-        cdef Py_ssize_t pos = 0
-        cdef PyObject *k
-        cdef PyObject *v
-        self.clear()
-        self.types.clear()
-        self.mode = 0
-        self.rebuild = False
-        self.valid = True
-        for key in list(map):
-            if type(key) is not int or not 0 <= key <= 2147483647:
-                # Keys that are not descriptor numbers (sockets, negative
-                # numbers, bools...) take the snapshot path, which gives
-                # them the errors and meaning 3.11 did.
-                self.valid = False
-                self.rebuild = True
-                return 0
-        # No Python code runs inside this loop, so the dict cannot change.
-        while PyDict_Next(map, &pos, &k, &v):
-            self.add(<object>k, v, self.next_seq)
-            self.next_seq += 1
-        return 0
-
-    cdef int rekernel(self) except -1:
-        """A new kernel set holding what the old one should have held."""
-        cdef _Entry e
-        self.kset = None
-        for x in list(self.entries.values()):
-            e = <_Entry>x
-            self._count(e, -1)
-            e.kmask = 0
-            try:
-                if e.target and not e.muted and not e.side:
-                    self.apply(e, e.target)
-            finally:
-                self._count(e, 1)
-        return 0
-
-    # -- asking the channels
-
-    cdef int sync(self, object map, int mode) except -1:
-        """Bring the kernel set up to date for a pass in ``mode``."""
-        cdef list todo
-        cdef Py_ssize_t i = 0, j
-        cdef Py_ssize_t n
-        cdef _Entry e
-        if self.forks != _forks:
-            # A forked child shares its parent's epoll set: make its own.
-            self.forks = _forks
-            self.kset = None
-            self.rebuild = True
-        if self.rebuild:
-            self.resync(map)
-            if not self.valid:
-                return 0
-        self.check_types()
-        if self.mode != mode:
-            # select() and poll() are asked for different things: ask again.
-            self.mode = mode
-            for e in self.entries.values():
-                e.mark()
-        todo = self.dirty
-        self.dirty = []
-        n = len(todo)
-        self.asked_last = 0
-        if n == 0:
-            return 0
-        _sort_entries(todo)
-        # While this thread asks, a pass in another thread must not take
-        # "nothing to wait for" for the truth (see the passes).
-        self.in_flight += 1
-        try:
-            while i < n and not self.rebuild:
-                e = <_Entry>todo[i]
-                if e.reg is self:
-                    e.dirty = False
-                    self.ask(e, mode)
-                    self.asked_last += 1
-                i += 1
-        except BaseException:
-            # The rest (this one too) is asked on the next pass.
-            e = <_Entry>todo[i]
-            if e.reg is self:
-                e.mark()
-            for j in range(i + 1, n):
-                e = <_Entry>todo[j]
-                if e.reg is self and e.dirty:
-                    self.dirty.append(e)
-            raise
-        finally:
-            self.in_flight -= 1
-        return 0
-
-    cdef int ask(self, _Entry e, int mode) except -1:
-        """3.11's questions to one channel, in its order; then tell the kernel."""
-        cdef unsigned char want = 0
-        cdef short target = 0
-        cdef bint was_asking = e.asking
-        cdef unsigned long previous_thread = e.asking_thread
-        obj = <object>e.obj
-        e.asking = True
-        e.asking_thread = PyThread_get_thread_ident()
-        try:
-            if mode == MODE_SELECT:
-                is_r = obj.readable()
-                is_w = obj.writable()
-                if is_r:
-                    want = WANT_READ
-                if is_w and not obj.accepting:
-                    want |= WANT_WRITE
-                if is_r or is_w:
-                    want |= WANT_EXCEPT
-            else:
-                # poll()'s order: readable() is judged before writable() is asked.
-                if obj.readable():
-                    want = WANT_READ
-                is_w = obj.writable()
-                if is_w and not obj.accepting:
-                    want |= WANT_WRITE
-        finally:
-            e.asking = was_asking
-            e.asking_thread = previous_thread
-        if e.reg is not self:
-            return 0    # a predicate took it out of the map
-        steady = self.steady(e, obj)
-        verify = not _socket_is_open(obj, e)
-        if e.reg is not self:
-            return 0
-        if e.recheck:
-            # Its state changed, or an audit found its registration gone:
-            # register it anew rather than trust what the kernel held (its
-            # number may name another file now), under a new serial, so
-            # events of a registration that outlived its file stay stale.
-            e.recheck = False
-            self._forget_kernel(e)
-        # No Python code runs from here to the end: the counts stay true
-        # for a loop in another thread.
-        self._count(e, -1)
-        e.want = want
-        e.asked = True
-        e.muted = False
-        if mode == MODE_SELECT:
-            if want & WANT_READ:
-                target = CYA_POLLIN
-            if want & WANT_WRITE:
-                target |= CYA_POLLOUT
-            if want & WANT_EXCEPT:
-                target |= CYA_POLLPRI
-        else:
-            if want & WANT_READ:
-                target = CYA_POLLIN | CYA_POLLPRI
-            if want & WANT_WRITE:
-                target |= CYA_POLLOUT
-        try:
-            self.apply(e, target, verify)
-        finally:
-            e.volatile = e.bad or not steady
-            self._count(e, 1)
-        if e.volatile:
-            e.mark()
-        return 0
-
-    cdef bint steady(self, _Entry e, object obj) except -1:
-        """Whether obj's answers can only change through what _touch() sees."""
-        cdef PyObject *found
-        cdef PyObject *tp = <PyObject *>_type_of(<PyObject *>obj)
-        cdef _TypeInfo info
-        found = PyDict_GetItemWithError(self.types, <object>tp)
-        if found == NULL:
-            info = _TypeInfo.__new__(_TypeInfo)
-            _judge(<PyTypeObject *>tp, info)
-            if len(self.types) >= 4096:
-                # Classes made on the fly: start over rather than grow.
-                self.types.clear()
-                for other in self.entries.values():
-                    (<_Entry>other).mark()
-            self.types[<object>tp] = info
-        else:
-            info = <_TypeInfo>found
-        e.info = info
-        if info.kind == 0:
-            return False
-        if _get_stored(obj, S_OVERRIDE_R) is not _ABSENT \
-                or _get_stored(obj, S_OVERRIDE_W) is not _ABSENT:
-            return False
-        # Below, a value held by the instance and by us has two references;
-        # a third is someone else's, who may change it in place, unseen.
-        if info.kind == KIND_SEND:
-            value = _get_stored(obj, S_WBUF)
-            # An object of another type may change its length by itself.
-            if type(value) is not bytes and (
-                    type(value) is not bytearray or _refcnt(<PyObject *>value) > 2):
-                return False
-        elif info.kind == KIND_CHAT:
-            # Kept in __dict__ (see asynchat), so the dict's reference and ours.
-            value = _instance_dict(obj).get(S_PRODUCER_FIFO, _ABSENT)
-            if value is not _ABSENT and (
-                    type(value) is not _deque or _refcnt(<PyObject *>value) > 2):
-                return False
-        return True
-
-    # -- after events
-
-    cdef void before_events(self, _Ready *ready, Py_ssize_t n) noexcept:
-        """Mark for asking the channels whose answers an event may change unseen.
-
-        A channel of our own dispatcher, dispatcher_with_send or
-        async_chat, steady when last asked, answers from state that tells
-        _touch() when it changes (connected, accepting, the out-buffer, the
-        producer fifo emptied or filled by our methods or read by anyone
-        else, a predicate set on the instance, __class__): its event alone
-        changes nothing the next pass would learn by asking, so it is not
-        asked again (issue 11).
-        What its handler may still do unseen is close its socket, which
-        after_events checks.  Any other channel is asked again, as before.
-        """
-        cdef Py_ssize_t i
-        cdef PyObject *found
-        cdef _Entry e
-        for i in range(n):
-            found = PyDict_GetItemWithError(self.entries, ready[i].fd)
-            if found == NULL:
-                continue
-            e = <_Entry>found
-            if e.volatile or e.info is None or e.info.kind == 0:
-                e.mark()
-            else:
-                e.evented = True
-
-    cdef int after_events(self, _Ready *ready, Py_ssize_t n, bint check) except -1:
-        """After the events of a pass: did a handler close its channel's socket?
-
-        A descriptor closed behind the loop's back drops out of epoll
-        silently, where select() would fail and poll() say POLLNVAL on the
-        next pass: asking such a channel again renews its registration,
-        which finds out.  Without ``check`` (the pass is being left by an
-        exception) every such channel is simply asked again.
-        """
-        cdef Py_ssize_t i
-        cdef PyObject *found
-        cdef _Entry e
-        for i in range(n):
-            found = PyDict_GetItemWithError(self.entries, ready[i].fd)
-            if found == NULL:
-                continue
-            e = <_Entry>found
-            if not e.evented:
-                continue
-            e.evented = False
-            if e.dirty or e.reg is not self:
-                continue
-            if not check or not _socket_is_open(<object>e.obj, e):
-                e.mark()
-        return 0
-
-    cdef int check_types(self) except -1:
-        """Re-judge every class modified since the last pass.
-
-        Its channels are asked again only when the verdict changes: while
-        the predicates and watched attributes are still ours, their answers
-        still follow the state we watch (a class that counts its events in
-        a class attribute is modified all the time, and that alone must
-        not cost a pass over its channels).
-        """
-        cdef _TypeInfo info
-        cdef int kind
-        changed = None
-        # _judge runs no Python code, so the dict cannot change meanwhile.
-        for tp_obj, info_obj in self.types.items():
-            info = <_TypeInfo>info_obj
-            if info.tag != 0 and (<PyTypeObject *>tp_obj).tp_version_tag != info.tag:
-                kind = info.kind
-                _judge(<PyTypeObject *>tp_obj, info)
-                if info.kind != kind:
-                    if changed is None:
-                        changed = []
-                    changed.append(info)
-        if changed is None:
-            return 0
-        for e in self.entries.values():
-            if (<_Entry>e).info in changed:
-                (<_Entry>e).mark()
-                (<_Entry>e).recheck = True
-        return 0
-
-    # -- telling the kernel
-
-    cdef int apply(self, _Entry e, short target, bint verify=False) except -1:
-        """Make the kernel hold ``target`` for e (counts are the caller's).
-
-        With ``verify``, an unchanged registration is renewed all the same:
-        the kernel then says whether the descriptor is still open, which
-        select() and poll() found out on every pass.  (epoll forgets a
-        closed descriptor silently.)
-        """
-        global _serials
-        cdef int err
-        e.target = target
-        if e.side:
-            if target == 0:
-                e.side = False
-            return 0
-        e.bad = False
-        if target == e.kmask and (target == 0 or not verify):
-            return 0
-        if self.kset is None:
-            if target == 0:
-                return 0
-            self.kset = _KSet()
-        if e.kmask == 0:
-            self.generation += 1
-            _serials += 1
-            if _serials >= SIDE_SERIAL:
-                _serials = 1
-            e.serial = _serials
-        if e.fd == self.kset.kfd:
-            # The channel's number is our kernel set's own: its descriptor
-            # was closed behind the loop's back and the number reused.
-            err = EBADF
-        else:
-            err = cya_kset_set(self.kset.kfd, e.fd, e.kmask, target, e.serial)
-        if err == 0:
-            e.kmask = target
-        elif err == EBADF:
-            # Not an open descriptor: select() fails and poll() says POLLNVAL.
-            e.kmask = 0
-            e.bad = True
-        else:
-            # The kernel set will not take it (a regular file: EPERM); it is
-            # polled beside the set instead.
-            e.kmask = 0
-            e.side = True
-        return 0
-
-    cdef int mute(self, _Entry e) except -1:
-        """Stop watching e until it is asked again (see the select pass)."""
-        self._count(e, -1)
-        if e.kmask and self.kset is not None:
-            cya_kset_set(self.kset.kfd, e.fd, e.kmask, 0, 0)
-        e.kmask = 0
-        e.muted = True
-        if e.side:
-            e.side = False
-        self._count(e, 1)
-        return 0
-
-    cdef void audit(self, int ms) noexcept:
-        """Check, in turn, registrations the kernel may have lost (after a wait that found nothing).
-
-        A descriptor number closed or dup2'ed over behind the loop's back
-        loses its epoll registration silently, and a channel nobody asks
-        again would stay deaf where select() and poll() followed the
-        number.  Only a wait the kernel answered with nothing pays: up to
-        AUDIT_MIN + AUDIT_PER_MS * ms checks (one epoll_ctl each, a
-        quarter to half a microsecond), so a quiet loop spends one or two
-        percent of its sleep on it, and a busy one nothing.  A
-        registration found gone is asked again, and registered anew, by
-        the next pass (see ask).
-        """
-        cdef Py_ssize_t budget, pos
-        cdef PyObject *k
-        cdef PyObject *v
-        cdef _Entry e
-        cdef bint wrapped = False
-        if self.kset is None or self.forks != _forks or self.n_kernel == 0:
-            return
-        budget = min(AUDIT_MIN + AUDIT_PER_MS * <Py_ssize_t>max(ms, 0), self.n_kernel)
-        pos = self.audit_pos
-        # No Python code runs in this loop: the dict cannot change under it.
-        while budget > 0:
-            if not PyDict_Next(self.entries, &pos, &k, &v):
-                if wrapped:
-                    break
-                wrapped = True
-                pos = 0
-                continue
-            e = <_Entry>v
-            if e.kmask == 0:
-                continue
-            budget -= 1
-            self.audited += 1
-            if cya_kset_check(self.kset.kfd, e.fd, e.kmask, e.serial) != 0:
-                e.recheck = True
-                e.mark()
-        self.audit_pos = pos
-
-    # -- waiting
-
-    cdef Py_ssize_t wait(self, int ms, _Buffers buf, bint with_bad) except -1:
-        """Wait up to ms; put what is ready in buf.out, in map order; return the count."""
-        cdef _KSet kset = self.kset
-        cdef Py_ssize_t cap, n = 0, m = 0, k = 0, i
-        cdef int kfd = -1
-        cdef cya_kraw *raw
-        cdef cya_kevent *kev
-        cdef cya_pollfd *pfd = NULL
-        cdef _Ready *out
-        cdef _Entry e
-        cdef list extra = None
-        cdef PyObject *found
-        cdef bint stale = False
-        # Registrations changed by another thread while we waited make
-        # events that only look stale: judge staleness only without such.
-        cdef unsigned long generation = self.generation
-        if kset is not None:
-            kfd = kset.kfd
-        if self.n_side or (with_bad and self.n_bad):
-            extra = [x for x in self.entries.values()
-                     if (<_Entry>x).side or (with_bad and (<_Entry>x).bad)]
-            m = len(extra)
-        # kqueue reports reading and writing of one descriptor apart.
-        cap = (2 if CYA_KSET == 2 else 1) * self.n_kernel + m + 1
-        buf.reserve(cap)
-        buf.raw_count = 0
-        raw = buf.raw
-        kev = buf.kev
-        out = buf.out
-        if m:
-            pfd = <cya_pollfd *>PyMem_Malloc((m + 1) * sizeof(cya_pollfd))
-            if pfd == NULL:
-                raise MemoryError()
-        try:
-            if m == 0:
-                if kset is None:
-                    _wait(NULL, 0, ms)
-                else:
-                    n = _kwait(kfd, raw, kev, cap - 1, ms)
-            else:
-                # Descriptors the kernel set refused are polled beside it.
-                pfd[0].fd = kfd
-                pfd[0].events = CYA_POLLIN
-                pfd[0].revents = 0
-                for i in range(m):
-                    e = <_Entry>extra[i]
-                    pfd[i + 1].fd = e.fd
-                    pfd[i + 1].events = e.target
-                    pfd[i + 1].revents = 0
-                if with_bad and self.n_bad:
-                    ms = 0      # poll() would report POLLNVAL at once
-                _wait(pfd, m + 1, ms)
-                if kfd >= 0 and pfd[0].revents:
-                    n = _kwait(kfd, raw, kev, cap - 1 - m, 0)
-                for i in range(m):
-                    e = <_Entry>extra[i]
-                    if e.bad:
-                        pfd[i + 1].revents = CYA_POLLNVAL
-                    if pfd[i + 1].revents:
-                        kev[n].fd = e.fd
-                        kev[n].serial = SIDE_SERIAL
-                        kev[n].revents = pfd[i + 1].revents
-                        n += 1
-            buf.raw_count = n
-            if n == 0 and kset is not None and kset is self.kset:
-                self.audit(ms)
-            for i in range(n):
-                found = PyDict_GetItemWithError(self.entries, kev[i].fd)
-                if found == NULL:
-                    if kev[i].serial != SIDE_SERIAL and kset is self.kset and not stale \
-                            and generation == self.generation:
-                        # Not in the map: removed while we waited, or a
-                        # registration that outlived its descriptor (closed
-                        # behind the loop's back while a duplicate keeps the
-                        # file open), which would fire on every wait.
-                        stale = True
-                        self.rekernel()
-                    continue
-                e = <_Entry>found
-                if kev[i].serial == SIDE_SERIAL:
-                    if not (e.side or e.bad):
-                        continue
-                    out[k].revents = kev[i].revents
-                else:
-                    if e.kmask == 0 or kev[i].serial != e.serial:
-                        if kset is self.kset and e.kmask and kev[i].serial != e.serial \
-                                and not stale and generation == self.generation:
-                            stale = True
-                            # A registration outlived its descriptor (closed
-                            # behind the loop's back while a duplicate keeps
-                            # the file open): only a new set is rid of it.
-                            self.rekernel()
-                        continue
-                    out[k].revents = kev[i].revents & (e.kmask | CYA_POLLERR | CYA_POLLHUP)
-                    if out[k].revents == 0:
-                        continue
-                out[k].seq = e.seq
-                out[k].fd = e.fd
-                out[k].want = e.want
-                k += 1
-            if k > 1:
-                if not _in_order(out, k):
-                    qsort(out, k, sizeof(_Ready), _by_seq)
-                # kqueue reports reading and writing apart: one per channel.
-                n = 0
-                for i in range(1, k):
-                    if out[i].seq == out[n].seq:
-                        out[n].revents |= out[i].revents
-                    else:
-                        n += 1
-                        out[n] = out[i]
-                k = n + 1
-        finally:
-            PyMem_Free(pfd)
-        return k
-
-
-cdef bint _in_order(_Ready *out, Py_ssize_t k) noexcept:
-    """Whether the ready events already are in map order (issue 11).
-
-    epoll hands back descriptors in the order they became ready, which for
-    a request/response load is mostly the order they were served in: one
-    linear check then saves the n log n sort of every pass.
-    """
-    cdef Py_ssize_t i
-    for i in range(1, k):
-        if out[i - 1].seq > out[i].seq:
-            return False
-    return True
-
-
-cdef void _sort_entries(list todo) except *:
-    """Sort entries by map position, cheaply when they already are."""
-    cdef Py_ssize_t i, n = len(todo)
-    cdef _Dirty *tmp
-    for i in range(1, n):
-        if (<_Entry>todo[i - 1]).seq > (<_Entry>todo[i]).seq:
-            break
-    else:
-        return
-    tmp = <_Dirty *>PyMem_Malloc(n * sizeof(_Dirty))
-    if tmp == NULL:
-        raise MemoryError()
-    try:
-        for i in range(n):
-            tmp[i].seq = (<_Entry>todo[i]).seq
-            tmp[i].entry = <PyObject *>todo[i]
-        qsort(tmp, n, sizeof(_Dirty), _dirty_by_seq)
-        ordered = [<object>tmp[i].entry for i in range(n)]
-        todo[:] = ordered
-    finally:
-        PyMem_Free(tmp)
-
-
-cdef bint _socket_is_open(object obj, _Entry e) except -1:
-    """Whether a channel of our classes still holds its descriptor open.
-
-    The cheap answer, from the socket object (closed: fileno() is -1),
-    saves the kernel call that would otherwise renew the registration of
-    every channel asked again.  Any other kind of channel, or socket, gets
-    the kernel call (see _Registry.apply).
-    """
-    if e.info is None or e.info.kind == 0:
-        return False
-    cdef int fd
-    sock = _get_stored(obj, S_SOCKET)
-    if type(sock) is not _socket_type:
-        return False
-    fd = cya_sock_fd(sock)
-    if fd != -2:
-        return fd == e.fd
-    return sock.fileno() == e.fd
-
-
-cdef int _judge(PyTypeObject *tp, _TypeInfo info) except -1:
-    PyUnstable_Type_AssignVersionTag(tp)
-    info.tag = tp.tp_version_tag
-    info.kind = _classify(tp) if info.tag != 0 else 0
-    if tp.tp_version_tag != info.tag:
-        info.kind = 0
-    return 0
-
-
-cdef int _kwait(int kfd, cya_kraw *raw, cya_kevent *kev, Py_ssize_t cap, int ms) except -1:
-    """cya_kset_wait with the GIL released; EINTR runs signal handlers and retries."""
-    cdef int got
-    cdef int err
-    cdef int most = <int>min(cap, 1 << 20)
-    cdef double deadline = 0.0
-    if most < 1:
-        most = 1
-    if ms > 0:
-        deadline = _deadline(ms)
-    while True:
-        with nogil:
-            got = cya_kset_wait(kfd, raw, kev, most, ms)
-            err = errno
-        if got >= 0:
-            return got
-        if err != EINTR:
-            raise OSError(err, os.strerror(err))
-        PyErr_CheckSignals()
-        if ms > 0:
-            ms = _ms_left(deadline)
-
-
-# ---------------------------------------------------- passes over the set
-
-
-cdef _Registry _registry_for(object map):
-    """The map's registry once it is worth one, else None (take a snapshot)."""
-    cdef PyObject *found
-    cdef _Registry reg
-    if not _kset_on or type(map) is not dict:
-        return None
-    key = PyLong_FromVoidPtr(<void *>map)
-    found = PyDict_GetItemWithError(_registries, key)
-    if found == NULL:
-        # First sight: follow the map from now on, but take this pass the
-        # snapshot way, so a fresh dict for every pass never pays for a set.
-        reg = _Registry.__new__(_Registry)
-        reg.forks = _forks
-        PyDict_Watch(_watcher, map)
-        _registries[key] = reg
-        return None
-    return <_Registry>found
+# A long-lived map's passes (issue 15: the set itself, its registries and
+# their asking, is _asyncore_kset): the same dispatch as the snapshot
+# passes, over what the kernel set reports ready.
 
 
 cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
@@ -2107,9 +807,9 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
             if _wake_fd(tq) >= 0:
                 # Timers: the kernel set and the wake-up descriptor together.
                 _wait_with_wake(reg.kset.kfd, tq, ms)
-                n = reg.wait(0, buf, False)
+                n = _wait_ready(reg, 0, buf, False)
             else:
-                n = reg.wait(ms, buf, False)
+                n = _wait_ready(reg, ms, buf, False)
             ready = buf.out
             kept = 0
             for i in range(n):
@@ -2128,7 +828,7 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
                     # channel is asked again, and wait out the rest.
                     found = PyDict_GetItemWithError(reg.entries, ready[i].fd)
                     if found != NULL:
-                        reg.mute(<_Entry>found)
+                        _mute(reg, <_Entry>found)
             if kept or buf.raw_count == 0 or ms == 0:
                 n = kept
                 break
@@ -2136,7 +836,7 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
                 ms = _ms_left(deadline)
             # Timers: what woke us may be a first hand-over (_kset_add_wake).
             tq = _tq(map)
-        reg.before_events(ready, n)
+        _before_events(reg, ready, n)
         try:
             # Reads, then writes, then exceptional conditions, each in map order.
             for i in range(n):
@@ -2155,9 +855,9 @@ cdef int _kpoll_select(_Registry reg, object timeout, object map) except -1:
                     if obj is not None:
                         _expt(obj)
         except BaseException:
-            reg.after_events(ready, n, False)
+            _after_events(reg, ready, n, False)
             raise
-        reg.after_events(ready, n, True)
+        _after_events(reg, ready, n, True)
     finally:
         reg.give_back(buf)
     return 0
@@ -2186,10 +886,10 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
             if _wake_fd(tq) >= 0:
                 # Timers: the kernel set and the wake-up descriptor together.
                 _wait_with_wake(reg.kset.kfd, tq, ms)
-                n = reg.wait(0, buf, True)
+                n = _wait_ready(reg, 0, buf, True)
             else:
-                n = reg.wait(ms, buf, True)
-            # Only what was not for us (see wait): wait out the rest.
+                n = _wait_ready(reg, ms, buf, True)
+            # Only what was not for us (see _wait_ready): wait out the rest.
             if n or buf.raw_count == 0 or ms == 0:
                 break
             if ms > 0:
@@ -2197,95 +897,19 @@ cdef int _kpoll_poll(_Registry reg, object original, int ms, object map) except 
             # Timers: what woke us may be a first hand-over (_kset_add_wake).
             tq = _tq(map)
         ready = buf.out
-        reg.before_events(ready, n)
+        _before_events(reg, ready, n)
         try:
             for i in range(n):
                 obj = _lookup_fd(map, ready[i].fd)
                 if obj is not None:
                     _readwrite(obj, ready[i].revents)
         except BaseException:
-            reg.after_events(ready, n, False)
+            _after_events(reg, ready, n, False)
             raise
-        reg.after_events(ready, n, True)
+        _after_events(reg, ready, n, True)
     finally:
         reg.give_back(buf)
     return 0
-
-
-cdef int _on_dict_event(PyDict_WatchEvent event, PyObject *d, PyObject *key,
-                        PyObject *value) noexcept:
-    cdef PyObject *pending = PyErr_GetRaisedException()
-    cdef PyObject *found
-    try:
-        found = PyDict_GetItemWithError(_registries, PyLong_FromVoidPtr(<void *>d))
-        if found != NULL:
-            (<_Registry>found).on_event(event, key, value)
-            if event == PyDict_EVENT_DEALLOCATED:
-                del _registries[PyLong_FromVoidPtr(<void *>d)]
-    except BaseException:
-        pass
-    PyErr_SetRaisedException(pending)
-    return 0
-
-
-def _after_fork():
-    global _forks
-    _forks += 1
-
-
-def use_kernel_set(on):
-    """Whether long-lived maps get a kernel interest set (epoll/kqueue); returns the old value.
-
-    Off, every pass is a poll(2) snapshot of the whole map, as before.  The
-    environment variable ASYNCORE_BACKEND=poll turns it off at import.
-    """
-    global _kset_on
-    previous = _kset_on
-    _kset_on = bool(on) and CYA_KSET != 0 and _watcher >= 0
-    if not _kset_on:
-        for reg in _registries.values():
-            (<_Registry>reg).clear()
-            (<_Registry>reg).rebuild = True
-    return previous
-
-
-def backend():
-    """What passes wait with: "epoll", "kqueue" or "poll" (or "select" without poll(2))."""
-    if _kset_on:
-        return CYA_KSET_NAME.decode()
-    return "poll" if CYA_HAVE_POLL else "select"
-
-
-def interest_info(map):
-    """How the core watches ``map`` (for tests and debugging), or None.
-
-    channels: entries followed; volatile: asked every pass; asked_last_pass:
-    channels asked in the last pass; in_kernel: registered in the kernel set;
-    audited: registrations checked so far after waits that found nothing
-    (see _Registry.audit).
-    """
-    found = _registries.get(PyLong_FromVoidPtr(<void *>map)) if type(map) is dict else None
-    if found is None:
-        return None
-    reg = <_Registry>found
-    return {
-        "backend": CYA_KSET_NAME.decode(),
-        "active": not reg.rebuild and reg.valid,
-        "channels": len(reg.entries),
-        "volatile": reg.n_volatile,
-        "asked_last_pass": reg.asked_last,
-        "in_kernel": reg.n_kernel,
-        "audited": reg.audited,
-    }
-
-
-if CYA_KSET:
-    _watcher = PyDict_AddWatcher(_on_dict_event)
-    if _watcher < 0:
-        PyErr_Clear()
-    os.register_at_fork(after_in_child=_after_fork)
-    use_kernel_set(os.environ.get("ASYNCORE_BACKEND", "").lower() not in ("poll", "select"))
-
 
 # ------------------------------------------------------------------- loop
 
@@ -3206,7 +1830,7 @@ def bind_methods(dispatcher_class, out_buffer, dws_initiate_send, originals):
     global _dispatcher_class, _py_dws_initiate_send, _c_dispatcher_send, _d_out_buffer
     global _py_dws_send
     _dispatcher_class = dispatcher_class
-    _d_out_buffer = out_buffer
+    _d_out_buffer = out_buffer  # no-cython-lint (_asyncore_state's, cimported)
     _py_dws_initiate_send = dws_initiate_send
     _c_dispatcher_send = dispatcher.__dict__["send"]
     _py_dws_send = originals["dispatcher_with_send", "send"]

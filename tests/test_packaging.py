@@ -423,17 +423,22 @@ def test_installed_folder_comes_before_site_packages():
     assert importlib.util.find_spec("asynchat").origin == asynchat.__file__
 
 
+# The compiled core and the units it cimports (issue 15), all top-level modules.
+COMPILED_UNITS = ("_asyncore_core", "_asyncore_timers", "_asyncore_state", "_asyncore_kset")
+
+
 @pytest.mark.cyasyncore_only
 def test_installed_compiled_core_matches_the_pure_request():
     site = _installed_dir()
-    spec = importlib.util.find_spec("_asyncore_core")
+    specs = {name: importlib.util.find_spec(name) for name in COMPILED_UNITS}
     if os.environ.get("ASYNCORE_TEST_CORES") == "pure":
         # The pure wheel: no extension, and no stub claiming one exists.
-        assert spec is None, spec.origin
+        assert all(spec is None for spec in specs.values()), specs
         assert not (site / "_asyncore_core.pyi").exists()
     else:
-        assert spec is not None and spec.origin is not None
-        assert pathlib.Path(spec.origin).resolve().parent == site
+        for name, spec in specs.items():
+            assert spec is not None and spec.origin is not None, name
+            assert pathlib.Path(spec.origin).resolve().parent == site, spec.origin
         assert (site / "_asyncore_core.pyi").is_file()
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/check_capi.sh PYTHON... -- build the compiled core for each PYTHON
+# tools/check_capi.sh PYTHON... -- build the compiled core (all its units) for each PYTHON
 # with every deprecation made an error, so that what the next CPython will
 # remove fails CI before it fails a user's build:
 # - Cython's own warnings (-Werror), which include its deprecations;
@@ -35,10 +35,13 @@ with open("pyproject.toml", "rb") as f:
   "$venv/bin/python" -c 'import Cython; print("Cython", Cython.__version__)'
   work=$(mktemp -d "${TMPDIR:-/tmp}/cyasyncore-capi.XXXXXX")
   trap 'rm -rf "$work"' EXIT
-  "$venv/bin/cython" -3 -Werror -I src/includes -o "$work/check.c" src/_asyncore_core.pyx
+  # Every compiled unit (issue 15: the core and the units it cimports).
+  for unit in src/_asyncore_*.pyx; do
+    "$venv/bin/cython" -3 -Werror -I src/includes -o "$work/check.c" "$unit"
+  done
   mkdir "$work/src"
   tar --exclude='.venv*' --exclude=build --exclude=dist --exclude=wheelhouse --exclude=.git \
-    --exclude='*.so' --exclude=__pycache__ --exclude=src/_asyncore_core.c -cf - . \
+    --exclude='*.so' --exclude=__pycache__ --exclude='src/_asyncore_*.c' -cf - . \
     | tar -xf - -C "$work/src"
   CFLAGS="$flags" "$venv/bin/python" -m pip wheel -q --no-deps --no-build-isolation \
     --no-cache-dir -w "$work/dist" "$work/src"

@@ -5,8 +5,8 @@ sources and headers, the stubs, tests and examples, but no generated C and no
 build products.  A wheel carries the two packages with py.typed and their
 stubs under _cyasyncore/ (never as top-level asyncore/ or asynchat/, the
 paths other distributions own too) and cyasyncore.pth; a binary wheel adds
-the compiled core and its stub, a pure wheel has neither; no wheel carries
-sources of the build (.pyx, .pxd, headers, .c).
+the compiled core (its four extension modules) and its stub, a pure wheel
+has neither; no wheel carries sources of the build (.pyx, .pxd, headers, .c).
 """
 
 import fnmatch
@@ -23,6 +23,11 @@ SDIST_REQUIRED = [
     "src/_asyncore_core.pyi",
     "src/_asyncore_timers.pyx",
     "src/_asyncore_timers.pxd",
+    "src/_asyncore_state.pyx",
+    "src/_asyncore_state.pxd",
+    "src/_asyncore_kset.pyx",
+    "src/_asyncore_kset.pxd",
+    "src/includes/*.pxd",
     "src/cyasyncore.pth",
     "src/includes/*.h",
     "src/asyncore/__init__.py",
@@ -43,6 +48,8 @@ SDIST_FORBIDDEN = [
     "*.pyc",
     "src/_asyncore_core.c",
     "src/_asyncore_timers.c",
+    "src/_asyncore_state.c",
+    "src/_asyncore_kset.c",
     "build/*",
     "*.venv*/*",
     "*site-packages/*",
@@ -65,6 +72,8 @@ BINARY_REQUIRED = [
     "_asyncore_core.*.so|_asyncore_core.*.pyd",
     "_asyncore_core.pyi",
     "_asyncore_timers.*.so|_asyncore_timers.*.pyd",
+    "_asyncore_state.*.so|_asyncore_state.*.pyd",
+    "_asyncore_kset.*.so|_asyncore_kset.*.pyd",
 ]
 WHEEL_FORBIDDEN = [
     "*.pyx",
@@ -82,7 +91,7 @@ WHEEL_FORBIDDEN = [
     "asynchat/*",
     "_cyasyncore/__init__.py",
 ]
-PURE_FORBIDDEN = ["_asyncore_core*", "_asyncore_timers*"]
+PURE_FORBIDDEN = ["_asyncore_core*", "_asyncore_timers*", "_asyncore_state*", "_asyncore_kset*"]
 
 
 def _matches(name, pattern):

@@ -799,7 +799,7 @@ def _watch_state():
     attributes those answers come from become descriptors that tell it
     (values still live in the instance's __dict__, as in 3.11), and the
     predicates become descriptors that notice an override set on the
-    instance.  See _asyncore_core's "kernel interest set" section.
+    instance.  See _asyncore_kset (the kernel interest sets) and _asyncore_state.
     """
     if _hooks is None:
         return
