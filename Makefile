@@ -73,7 +73,7 @@ test-oracle: ## run the same tests against CPython 3.11's own asyncore/asynchat 
 
 clean: ## remove build products, every virtual environment (bench's too), bench outputs and caches
 	rm -rf build dist wheelhouse .venv src/*.egg-info src/_asyncore_core.c src/_asyncore_timers.c \
-	  src/_asyncore_state.c src/_asyncore_kset.c src/*.so src/*.html
+	  src/_asyncore_state.c src/_asyncore_kset.c src/_asyncore_methods.c src/*.so src/*.html
 	rm -rf bench/.venv-* bench/build bench/out
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/.hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +

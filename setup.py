@@ -63,6 +63,7 @@ def extensions():
         "_asyncore_timers",    # timers and hand-overs (issue 14)
         "_asyncore_state",     # the descriptors on our classes
         "_asyncore_kset",      # the kernel interest sets (cimports the state unit)
+        "_asyncore_methods",   # our classes' methods in C (cimports the state unit)
     ]
     stamp = flags_stamp(compile_args)
     modules = [

@@ -424,7 +424,9 @@ def test_installed_folder_comes_before_site_packages():
 
 
 # The compiled core and the units it cimports (issue 15), all top-level modules.
-COMPILED_UNITS = ("_asyncore_core", "_asyncore_timers", "_asyncore_state", "_asyncore_kset")
+COMPILED_UNITS = (
+    "_asyncore_core", "_asyncore_timers", "_asyncore_state", "_asyncore_kset", "_asyncore_methods",
+)
 
 
 @pytest.mark.cyasyncore_only

@@ -27,6 +27,7 @@ SDIST_REQUIRED = [
     "src/_asyncore_state.pxd",
     "src/_asyncore_kset.pyx",
     "src/_asyncore_kset.pxd",
+    "src/_asyncore_methods.pyx",
     "src/includes/*.pxd",
     "src/cyasyncore.pth",
     "src/includes/*.h",
@@ -50,6 +51,7 @@ SDIST_FORBIDDEN = [
     "src/_asyncore_timers.c",
     "src/_asyncore_state.c",
     "src/_asyncore_kset.c",
+    "src/_asyncore_methods.c",
     "build/*",
     "*.venv*/*",
     "*site-packages/*",
@@ -74,6 +76,7 @@ BINARY_REQUIRED = [
     "_asyncore_timers.*.so|_asyncore_timers.*.pyd",
     "_asyncore_state.*.so|_asyncore_state.*.pyd",
     "_asyncore_kset.*.so|_asyncore_kset.*.pyd",
+    "_asyncore_methods.*.so|_asyncore_methods.*.pyd",
 ]
 WHEEL_FORBIDDEN = [
     "*.pyx",
@@ -91,7 +94,8 @@ WHEEL_FORBIDDEN = [
     "asynchat/*",
     "_cyasyncore/__init__.py",
 ]
-PURE_FORBIDDEN = ["_asyncore_core*", "_asyncore_timers*", "_asyncore_state*", "_asyncore_kset*"]
+PURE_FORBIDDEN = ["_asyncore_core*", "_asyncore_timers*", "_asyncore_state*", "_asyncore_kset*",
+                   "_asyncore_methods*"]
 
 
 def _matches(name, pattern):
