@@ -65,6 +65,7 @@ cdef extern from "sockio.h":
 
 cdef extern from "Python.h":
     PyObject *PyDict_GetItemWithError(object d, object k) except? NULL
+    bint PyType_IsSubtype(PyTypeObject *a, PyTypeObject *b)
 
 # Bound by bind_methods() (see there): asyncore's pure core, whose
 # functions some error paths share, and the errnos that mean "disconnected".
@@ -115,6 +116,8 @@ cdef enum:
     V_TERMINATOR = 16   # get_terminator: ours; terminator: no data descriptor
     V_PLAIN_INPUT = 32  # _ac_in and _ac_pos: plain instance attributes in the __dict__
     V_INPUT = 64        # ac_in_buffer: the compiled property, over plain _ac_in/_ac_pos
+    V_DWS = 128         # dispatcher_with_send.send's common case: our initiate_send,
+                        # out_buffer and dispatcher.send
 
 ctypedef struct _Verdict:
     PyTypeObject *tp
@@ -161,6 +164,15 @@ cdef int _judge_class(PyTypeObject *tp) noexcept:
         if _c_ac_in_buffer is not None and _PyType_Lookup(
                 tp, <PyObject *>S_AC_IN_BUFFER) == <PyObject *>_c_ac_in_buffer:
             bits |= V_INPUT
+    # dispatcher.send is read on dispatcher itself (the original calls it
+    # so); a change there retags its subclasses, so only they qualify.
+    if _dispatcher_class is not None \
+            and PyType_IsSubtype(tp, <PyTypeObject *>_dispatcher_class) \
+            and _PyType_Lookup(tp, <PyObject *>S_INITIATE_SEND) == <PyObject *>_py_dws_initiate_send \
+            and _PyType_Lookup(tp, <PyObject *>S_OUT_BUFFER) == <PyObject *>_d_out_buffer \
+            and _PyType_Lookup(<PyTypeObject *>_dispatcher_class, <PyObject *>S_SEND) \
+            == <PyObject *>_c_dispatcher_send:
+        bits |= V_DWS
     return bits
 
 
@@ -650,39 +662,6 @@ class dispatcher:
             raise
 
 
-cdef PyTypeObject *_dws_type = NULL
-cdef unsigned int _dws_tag = 0
-cdef unsigned int _dws_base_tag = 0
-
-
-cdef bint _dws_fast(object self, object data) except -1:
-    """Whether dispatcher_with_send.send(data) may take the compiled path.
-
-    It is the Python original's common case (nothing pending, bytes, our
-    own initiate_send, out_buffer and dispatcher.send), on a socket the
-    direct calls serve.
-    """
-    global _dws_type, _dws_tag, _dws_base_tag
-    cdef PyTypeObject *tp = _type_of(<PyObject *>self)
-    cdef PyTypeObject *base = <PyTypeObject *>_dispatcher_class
-    if type(data) is not bytes:
-        return False
-    # The verdict for the last class seen holds while neither it nor
-    # dispatcher changed: version tags are never reused.
-    if tp == _dws_type and _dws_tag != 0 and tp.tp_version_tag == _dws_tag \
-            and base.tp_version_tag == _dws_base_tag:
-        return True
-    if _PyType_Lookup(tp, <PyObject *>S_INITIATE_SEND) != <PyObject *>_py_dws_initiate_send \
-            or _PyType_Lookup(tp, <PyObject *>S_OUT_BUFFER) != <PyObject *>_d_out_buffer \
-            or _PyType_Lookup(base, <PyObject *>S_SEND) != <PyObject *>_c_dispatcher_send:
-        return False
-    if PyUnstable_Type_AssignVersionTag(tp) and PyUnstable_Type_AssignVersionTag(base):
-        _dws_type = tp
-        _dws_tag = tp.tp_version_tag
-        _dws_base_tag = base.tp_version_tag
-    return True
-
-
 class dispatcher_with_send:
     """Compiled methods of asyncore.dispatcher_with_send."""
 
@@ -693,7 +672,7 @@ class dispatcher_with_send:
         cdef int fd
         cdef int err = 0
         cdef Py_ssize_t sent, n
-        if self.debug or not _dws_fast(self, data):
+        if self.debug or type(data) is not bytes or not _verdict(self) & V_DWS:
             return _py_dws_send(self, data)
         try:
             pending = self._wbuf
