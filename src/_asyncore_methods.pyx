@@ -116,8 +116,7 @@ cdef enum:
     V_TERMINATOR = 16   # get_terminator: ours; terminator: no data descriptor
     V_PLAIN_INPUT = 32  # _ac_in and _ac_pos: plain instance attributes in the __dict__
     V_INPUT = 64        # ac_in_buffer: the compiled property, over plain _ac_in/_ac_pos
-    V_DWS = 128         # dispatcher_with_send.send's common case: our initiate_send,
-                        # out_buffer and dispatcher.send
+    V_DWS = 128         # our initiate_send, out_buffer, dispatcher.send: dws.send's fast case
 
 ctypedef struct _Verdict:
     PyTypeObject *tp
@@ -136,6 +135,13 @@ cdef bint _plain_watched(PyTypeObject *tp, object name, object desc) noexcept:
         return False
     w = <Watched>desc
     return not w.in_dict and not w.on_read and w.has_default
+
+
+cdef bint _dws_own(PyTypeObject *tp, PyTypeObject *base) noexcept:
+    return PyType_IsSubtype(tp, base) \
+        and _PyType_Lookup(tp, <PyObject *>S_INITIATE_SEND) == <PyObject *>_py_dws_initiate_send \
+        and _PyType_Lookup(tp, <PyObject *>S_OUT_BUFFER) == <PyObject *>_d_out_buffer \
+        and _PyType_Lookup(base, <PyObject *>S_SEND) == <PyObject *>_c_dispatcher_send
 
 
 cdef int _judge_class(PyTypeObject *tp) noexcept:
@@ -166,12 +172,7 @@ cdef int _judge_class(PyTypeObject *tp) noexcept:
             bits |= V_INPUT
     # dispatcher.send is read on dispatcher itself (the original calls it
     # so); a change there retags its subclasses, so only they qualify.
-    if _dispatcher_class is not None \
-            and PyType_IsSubtype(tp, <PyTypeObject *>_dispatcher_class) \
-            and _PyType_Lookup(tp, <PyObject *>S_INITIATE_SEND) == <PyObject *>_py_dws_initiate_send \
-            and _PyType_Lookup(tp, <PyObject *>S_OUT_BUFFER) == <PyObject *>_d_out_buffer \
-            and _PyType_Lookup(<PyTypeObject *>_dispatcher_class, <PyObject *>S_SEND) \
-            == <PyObject *>_c_dispatcher_send:
+    if _dispatcher_class is not None and _dws_own(tp, <PyTypeObject *>_dispatcher_class):
         bits |= V_DWS
     return bits
 
